@@ -1,0 +1,119 @@
+/*
+ * quant.h: tensor element types, quantized block layouts and the kernels
+ * that read them.
+ *
+ * The type numbers are ggml's, as stored in GGUF files.  Each block layout
+ * is defined once in quant.c with a static_assert on its size.  For every
+ * supported type there is a scalar reference (dequantize a row, dot a row
+ * with a float vector); SIMD versions (AVX2+FMA, AVX-512) are chosen once
+ * at start-up by quant_init() and tested against the scalar reference.
+ * The environment variable MISTRAL_ISA=scalar|avx2|avx512 forces a path
+ * (falling back to what the CPU supports) so tests cover each of them.
+ */
+#ifndef QUANT_H
+#define QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum ggml_type {
+	GGML_TYPE_F32 = 0,
+	GGML_TYPE_F16 = 1,
+	GGML_TYPE_Q4_0 = 2,
+	GGML_TYPE_Q4_1 = 3,
+	GGML_TYPE_Q5_0 = 6,
+	GGML_TYPE_Q5_1 = 7,
+	GGML_TYPE_Q8_0 = 8,
+	GGML_TYPE_Q8_1 = 9,
+	GGML_TYPE_Q2_K = 10,
+	GGML_TYPE_Q3_K = 11,
+	GGML_TYPE_Q4_K = 12,
+	GGML_TYPE_Q5_K = 13,
+	GGML_TYPE_Q6_K = 14,
+	GGML_TYPE_Q8_K = 15,
+	GGML_TYPE_BF16 = 30,
+	GGML_TYPE_COUNT = 40,	/* upper bound for table sizes */
+};
+
+enum quant_isa {
+	QUANT_ISA_SCALAR = 0,
+	QUANT_ISA_AVX2 = 1,	/* AVX2 + FMA + F16C */
+	QUANT_ISA_AVX512 = 2,	/* AVX-512 F/BW/VL (+VNNI, BF16 if present) */
+};
+
+/* Layout of a type: elements per block and bytes per block. */
+struct quant_traits {
+	const char	*name;		/* "q4_K", as ggml names it */
+	uint32_t	 block_size;	/* elements */
+	uint32_t	 type_size;	/* bytes per block */
+	int		 supported;	/* 1 when this library computes with it */
+};
+
+/* Traits for any ggml type number, or NULL if the number is unknown. */
+const struct quant_traits *quant_traits(uint32_t type);
+/* Bytes of a row of n elements (n must be a multiple of the block size). */
+size_t	 quant_row_size(enum ggml_type t, int64_t n);
+
+/* Detect the CPU (honouring MISTRAL_ISA) and pick kernels.  Idempotent and
+ * thread-safe; every other function calls it on first use. */
+void	 quant_init(void);
+enum quant_isa quant_isa(void);
+const char *quant_isa_name(enum quant_isa isa);
+/* Force a path (tests); returns the path actually chosen, which is the
+ * best the CPU supports at or below the one asked for. */
+enum quant_isa quant_set_isa(enum quant_isa isa);
+
+/* Half-precision conversions (IEEE binary16 and bfloat16). */
+float	 quant_f16_to_f32(uint16_t h);
+uint16_t quant_f32_to_f16(float f);
+float	 quant_bf16_to_f32(uint16_t h);
+uint16_t quant_f32_to_bf16(float f);
+
+/*
+ * Scalar references.  n is the number of elements and must be a multiple of
+ * the type's block size.  These are the definitions; every fast path must
+ * agree with them (dequantization bit-exactly, dots within float rounding).
+ */
+void	 quant_dequantize_row_ref(enum ggml_type t, const void *src,
+	     float *dst, int64_t n);
+float	 quant_dot_ref(enum ggml_type t, const void *row, const float *x,
+	     int64_t n);
+
+/* Dispatched versions of the same. */
+void	 quant_dequantize_row(enum ggml_type t, const void *src, float *dst,
+	     int64_t n);
+float	 quant_dot(enum ggml_type t, const void *row, const float *x,
+	     int64_t n);
+
+/*
+ * Quantize n floats into blocks of type t (F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_K, Q5_K, Q6_K).  Round-to-nearest with the block scale chosen from the
+ * block's maximum; not the importance-weighted search llama-quantize does,
+ * but the result is a valid block that dequantizes close to the input.
+ * Returns 0, or -EINVAL for an unsupported type or bad n.
+ */
+int	 quant_quantize_row(enum ggml_type t, const float *src, void *dst,
+	     int64_t n);
+
+/*
+ * Matrix products against a weight matrix W of `rows` rows of `cols`
+ * elements of type t (row r starts at (char *)w + r * quant_row_size(t,
+ * cols)).  x holds n input vectors of cols floats (row-major, n x cols);
+ * y receives n output vectors of `rows` floats (n x rows, row stride ldy).
+ * Only rows [r0, r1) are computed, so callers split the work over threads.
+ * n == 1 is the decode mat-vec; larger n (prefill, batched decode) reads
+ * each weight row once for all n inputs.  scratch must hold at least
+ * quant_matmul_scratch(t, cols, r1 - r0) bytes, or be NULL (the function
+ * then uses stack space for small cases or allocates).
+ */
+void	 quant_matmul(enum ggml_type t, const void *w, int64_t rows,
+	     int64_t cols, const float *x, int64_t n, float *y, int64_t ldy,
+	     int64_t r0, int64_t r1, void *scratch);
+size_t	 quant_matmul_scratch(enum ggml_type t, int64_t cols, int64_t nrows);
+
+/* Small vector kernels used by the forward pass, dispatched like the rest. */
+float	 vec_dot_f32(const float *a, const float *b, int64_t n);
+void	 vec_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a x */
+void	 vec_scale_f32(float *y, float a, int64_t n);
+
+#endif /* QUANT_H */
