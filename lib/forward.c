@@ -1,1 +1,866 @@
-/* placeholder: being written */
+/*
+ * forward.c: the batched forward pass over one or many sequences.
+ *
+ * One fwd_run() takes a batch that mixes several sequences' tokens (decode
+ * tokens of many chats, prefill chunks of others) and runs every matrix
+ * product over all of the batch's tokens at once; attention runs per
+ * sequence over its own rolling window; MoE layers group the batch's tokens
+ * by expert so each expert's weights are read once per step.
+ *
+ * DESIGN
+ *
+ * 1. A batch is cut into runs: maximal stretches of consecutive tokens of
+ *    one sequence.  A sequence may own only one run per batch; the run's
+ *    tokens take positions kv->pos, kv->pos + 1, ... in order.
+ * 2. Everything that can fail (token ids, runs, scratch sizes) is checked
+ *    before any cache is touched, so a refused batch changes nothing.
+ * 3. Attention for a query at position t of a run starting at p0 reads:
+ *    the stored global slots (positions base .. min(base+G, p0) - 1), the
+ *    ring positions max(base+G, t-W+1) .. p0-1 (all still in the ring, see
+ *    kvcache.c), and the run's own keys p0 .. t that are inside the window
+ *    or global.  Only after every query of the layer has been answered are
+ *    the run's keys and values written into the cache, so a chunk may be
+ *    longer than W.
+ * 4. The run's own keys and values are rounded through the cache's element
+ *    type before attention uses them, so a token sees exactly the values a
+ *    later token will read back from the cache: results do not depend on
+ *    how a sequence is cut into chunks or batched with others.
+ * 5. RoPE angles are computed in double from the absolute position, so
+ *    positions in the millions keep full float accuracy.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pool.h"
+
+struct fwd_seqrun {
+	struct kvcache	*kv;
+	int32_t		 t0;	/* first token of the run in the piece */
+	int32_t		 n;
+	int64_t		 p0;	/* position of the first token */
+};
+
+struct fwd_thread {
+	float		*scores;	/* (n_rep, keys) */
+	size_t		 scores_cap;	/* floats */
+	float		*kbuf;		/* (head_dim) */
+	void		*mm;		/* quant_matmul scratch */
+	size_t		 mm_cap;
+};
+
+struct fwd {
+	const struct model	*m;
+	struct pool		*pool;
+	int			 max_tokens;
+	int			 n_threads;
+	double			*inv_freq;	/* (n_rot / 2) */
+
+	float		*x;		/* (T, dim) residual stream */
+	float		*xb;		/* (T, dim) normed input */
+	float		*xb2;		/* (T, dim) */
+	float		*q;		/* (T, n_heads * head_dim) */
+	float		*k;		/* (T, kv_dim) */
+	float		*v;		/* (T, kv_dim) */
+	uint8_t		*kq;		/* (T, row_bytes of the widest cache
+					   type): K rows as stored */
+	uint8_t		*vq;
+	float		*att;		/* (T, n_heads * head_dim) */
+	float		*hb;		/* (T, ffn) */
+	float		*hb2;		/* (T, ffn) */
+	float		*rope;		/* (T, n_rot / 2, 2): cos, sin */
+	int64_t		*tpos;		/* (T) */
+	int32_t		*trun;		/* (T) run of each token */
+	struct fwd_seqrun *runs;	/* (T) */
+	int32_t		 n_runs;
+
+	/* MoE */
+	float		*rlogits;	/* (T, n_experts) */
+	int32_t		*sel;		/* (T, n_used) expert ids */
+	float		*selw;		/* (T, n_used) weights */
+	int32_t		*ecount;	/* (n_experts) */
+	int32_t		*estart;	/* (n_experts + 1) */
+	int32_t		*etok;		/* (T * n_used) tokens by expert */
+	float		*ew;		/* (T * n_used) */
+	float		*xe;		/* (T, dim) gathered inputs */
+	float		*ye;		/* (T, dim) */
+
+	uint8_t		*want;		/* (T) */
+	struct fwd_thread *th;		/* n_threads */
+};
+
+/* ---- parallel helpers ---------------------------------------------- */
+
+struct fwd_mm_job {
+	struct fwd		*f;
+	const struct mtensor	*w;
+	const float		*x;
+	int64_t			 n;
+	float			*y;
+};
+
+static void
+fwd_matmul_cb(void *arg, int ith, int nth)
+{
+	struct fwd_mm_job *j = arg;
+	struct fwd_thread *th = &j->f->th[ith];
+	long r0, r1;
+	size_t need;
+
+	pool_split(j->w->rows, ith, nth, &r0, &r1);
+	if (r0 >= r1)
+		return;
+	need = quant_matmul_scratch(j->w->type, j->w->cols, r1 - r0);
+	if (need > th->mm_cap) {
+		void *p = realloc(th->mm, need);
+
+		if (p != NULL) {
+			th->mm = p;
+			th->mm_cap = need;
+		}
+	}
+	quant_matmul(j->w->type, j->w->data, j->w->rows, j->w->cols, j->x,
+	    j->n, j->y, j->w->rows, r0, r1,
+	    th->mm_cap >= need ? th->mm : NULL);
+}
+
+/* y (n, w->rows) = x (n, w->cols) . w^T */
+static void
+fwd_matmul(struct fwd *f, const struct mtensor *w, const float *x, int64_t n,
+    float *y)
+{
+	struct fwd_mm_job j = { f, w, x, n, y };
+
+	pool_run(f->pool, fwd_matmul_cb, &j);
+}
+
+static void
+fwd_rmsnorm(float *out, const float *x, const float *w, int64_t dim,
+    float eps)
+{
+	double ss = 0.0;
+	float scale;
+	int64_t i;
+
+	for (i = 0; i < dim; i++)
+		ss += (double)x[i] * x[i];
+	scale = (float)(1.0 / sqrt(ss / (double)dim + eps));
+	for (i = 0; i < dim; i++)
+		out[i] = x[i] * scale * w[i];
+}
+
+struct fwd_swiglu_job {
+	float	*a;		/* gate, becomes silu(gate) * up */
+	const float *b;		/* up */
+	long	 n;
+};
+
+static void
+fwd_swiglu_cb(void *arg, int ith, int nth)
+{
+	struct fwd_swiglu_job *j = arg;
+	long lo, hi, i;
+
+	pool_split(j->n, ith, nth, &lo, &hi);
+	for (i = lo; i < hi; i++) {
+		float g = j->a[i];
+
+		j->a[i] = g / (1.0f + expf(-g)) * j->b[i];
+	}
+}
+
+static void
+fwd_swiglu(struct fwd *f, float *gate, const float *up, long n)
+{
+	struct fwd_swiglu_job j = { gate, up, n };
+
+	pool_run(f->pool, fwd_swiglu_cb, &j);
+}
+
+/* ---- RoPE ----------------------------------------------------------- */
+
+static void
+fwd_rope_tables(struct fwd *f, int32_t n)
+{
+	uint32_t half = f->m->hp.n_rot / 2, i;
+	int32_t t;
+
+	for (t = 0; t < n; t++) {
+		float *cs = f->rope + (size_t)t * half * 2;
+
+		for (i = 0; i < half; i++) {
+			double theta = (double)f->tpos[t] * f->inv_freq[i];
+
+			theta = fmod(theta, 2.0 * M_PI);
+			cs[2 * i] = (float)cos(theta);
+			cs[2 * i + 1] = (float)sin(theta);
+		}
+	}
+}
+
+/* Rotate the adjacent pairs (2i, 2i+1) of each head (llama.cpp's "normal"
+ * RoPE, as used by llama-architecture GGUFs). */
+static void
+fwd_rope_apply(const struct fwd *f, float *vecs, int n_heads, int32_t t)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	const float *cs = f->rope + (size_t)t * (hp->n_rot / 2) * 2;
+	uint32_t i;
+	int h;
+
+	for (h = 0; h < n_heads; h++) {
+		float *v = vecs + (size_t)h * hp->head_dim;
+
+		for (i = 0; i < hp->n_rot / 2; i++) {
+			float c = cs[2 * i], s = cs[2 * i + 1];
+			float a = v[2 * i], b = v[2 * i + 1];
+
+			v[2 * i] = a * c - b * s;
+			v[2 * i + 1] = a * s + b * c;
+		}
+	}
+}
+
+/* ---- attention ------------------------------------------------------ */
+
+struct fwd_att_job {
+	struct fwd	*f;
+	uint32_t	 layer;
+	int32_t		 n;
+	atomic_int	 next;
+};
+
+/* Key/value row j of head h for a query of run r: from the run's own
+ * (rounded) rows when j >= p0, else from the cache. */
+static const float *
+fwd_att_row(struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
+    int is_v, int64_t j, uint32_t h, float *tmp)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	const struct kvcache *kv = r->kv;
+	enum ggml_type gt = kv_type_ggml(kv->p.type);
+	const uint8_t *row;
+
+	if (j >= r->p0) {
+		const float *src = is_v ? f->v : f->k;
+
+		return src + (size_t)(r->t0 + (j - r->p0)) * kv->kv_dim +
+		    (size_t)h * hp->head_dim;
+	}
+	row = is_v ? kvcache_v_row(kv, layer, kvcache_slot_of(kv, j)) :
+	    kvcache_k_row(kv, layer, kvcache_slot_of(kv, j));
+	row += quant_row_size(gt, (int64_t)h * hp->head_dim);
+	quant_dequantize_row(gt, row, tmp, hp->head_dim);
+	return tmp;
+}
+
+/*
+ * The keys a query at t attends to, as up to three disjoint position
+ * ranges: stored globals [a0, a1), ring [b0, b1) (ring positions are never
+ * global) and the run's own [c0, c1), of which only those inside the
+ * window or global count (the latter only while the globals themselves
+ * are being written).
+ */
+struct fwd_keys {
+	int64_t	a0, a1, b0, b1, c0, c1, gend, wlo;
+};
+
+static void
+fwd_keys_of(const struct fwd_seqrun *r, int64_t t, struct fwd_keys *k)
+{
+	const struct kvcache *kv = r->kv;
+
+	k->gend = kv->base + kv->p.n_global;
+	k->wlo = t - (int64_t)kv->p.window + 1;
+	k->a0 = kv->base;
+	k->a1 = k->gend < r->p0 ? k->gend : r->p0;
+	k->b0 = k->wlo > k->gend ? k->wlo : k->gend;
+	k->b1 = r->p0;
+	if (k->b0 > k->b1)
+		k->b0 = k->b1;
+	if (k->a0 > k->a1)
+		k->a0 = k->a1;
+	k->c0 = r->p0;
+	k->c1 = t + 1;
+}
+
+static int
+fwd_key_in_run(const struct fwd_keys *k, int64_t j)
+{
+	return j >= k->wlo || j < k->gend;
+}
+
+static void
+fwd_att_item(struct fwd *f, uint32_t layer, int32_t tok, uint32_t h,
+    struct fwd_thread *th)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	const struct fwd_seqrun *r = &f->runs[f->trun[tok]];
+	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
+	int64_t t = f->tpos[tok], j, nk, idx;
+	const float scale = 1.0f / sqrtf((float)hd);
+	struct fwd_keys k;
+	const float *row;
+
+	fwd_keys_of(r, t, &k);
+	nk = 0;
+	/* scores[g * stride + idx], stride = number of keys */
+	int64_t stride = (k.a1 - k.a0) + (k.b1 - k.b0) + (k.c1 - k.c0);
+	float *sc = th->scores;
+
+#define FWD_EACH_KEY(body) do {						\
+	for (j = k.a0; j < k.a1; j++) { body }				\
+	for (j = k.b0; j < k.b1; j++) { body }				\
+	for (j = k.c0; j < k.c1; j++)					\
+		if (fwd_key_in_run(&k, j)) { body }			\
+} while (0)
+
+	FWD_EACH_KEY({
+		row = fwd_att_row(f, r, layer, 0, j, h, th->kbuf);
+		for (g = 0; g < rep; g++) {
+			const float *q = f->q + (size_t)tok * hp->n_heads * hd +
+			    (size_t)(h * rep + g) * hd;
+
+			sc[g * stride + nk] = vec_dot_f32(q, row, hd) * scale;
+		}
+		nk++;
+	});
+
+	for (g = 0; g < rep; g++) {
+		float *s = sc + g * stride, mx = -INFINITY, sum = 0.0f;
+
+		for (idx = 0; idx < nk; idx++)
+			if (s[idx] > mx)
+				mx = s[idx];
+		for (idx = 0; idx < nk; idx++) {
+			s[idx] = expf(s[idx] - mx);
+			sum += s[idx];
+		}
+		for (idx = 0; idx < nk; idx++)
+			s[idx] /= sum;
+		memset(f->att + (size_t)tok * hp->n_heads * hd +
+		    (size_t)(h * rep + g) * hd, 0, hd * sizeof(float));
+	}
+
+	nk = 0;
+	FWD_EACH_KEY({
+		row = fwd_att_row(f, r, layer, 1, j, h, th->kbuf);
+		for (g = 0; g < rep; g++)
+			vec_axpy_f32(f->att + (size_t)tok * hp->n_heads * hd +
+			    (size_t)(h * rep + g) * hd, sc[g * stride + nk],
+			    row, hd);
+		nk++;
+	});
+#undef FWD_EACH_KEY
+}
+
+static void
+fwd_att_cb(void *arg, int ith, int nth)
+{
+	struct fwd_att_job *j = arg;
+	struct fwd *f = j->f;
+	int32_t nkv = (int32_t)f->m->hp.n_kv_heads, item;
+
+	(void)nth;
+	while ((item = atomic_fetch_add(&j->next, 1)) < j->n * nkv)
+		fwd_att_item(f, j->layer, item / nkv, (uint32_t)(item % nkv),
+		    &f->th[ith]);
+}
+
+/* Store the run's K/V (already rounded into kq/vq) into the caches. */
+static void
+fwd_store_kv(struct fwd *f, uint32_t layer)
+{
+	int32_t r, i;
+
+	for (r = 0; r < f->n_runs; r++) {
+		const struct fwd_seqrun *sr = &f->runs[r];
+		struct kvcache *kv = sr->kv;
+		int64_t last = sr->p0 + sr->n - 1;
+		int64_t gend = kv->base + kv->p.n_global;
+
+		for (i = 0; i < sr->n; i++) {
+			int64_t p = sr->p0 + i;
+			size_t slot;
+
+			if (p >= gend && p <= last - (int64_t)kv->p.window)
+				continue;	/* overwritten within this run */
+			slot = kvcache_slot_of(kv, p);
+			memcpy(kvcache_k_row(kv, layer, slot),
+			    f->kq + (size_t)(sr->t0 + i) * kv->row_bytes,
+			    kv->row_bytes);
+			memcpy(kvcache_v_row(kv, layer, slot),
+			    f->vq + (size_t)(sr->t0 + i) * kv->row_bytes,
+			    kv->row_bytes);
+		}
+	}
+}
+
+/* Round each token's K and V through its cache's element type. */
+static void
+fwd_round_kv(struct fwd *f, int32_t n)
+{
+	int32_t t;
+
+	for (t = 0; t < n; t++) {
+		const struct kvcache *kv = f->runs[f->trun[t]].kv;
+		enum ggml_type gt = kv_type_ggml(kv->p.type);
+		uint8_t *kq = f->kq + (size_t)t * kv->row_bytes;
+		uint8_t *vq = f->vq + (size_t)t * kv->row_bytes;
+		float *k = f->k + (size_t)t * kv->kv_dim;
+		float *v = f->v + (size_t)t * kv->kv_dim;
+
+		quant_quantize_row(gt, k, kq, kv->kv_dim);
+		quant_quantize_row(gt, v, vq, kv->kv_dim);
+		quant_dequantize_row(gt, kq, k, kv->kv_dim);
+		quant_dequantize_row(gt, vq, v, kv->kv_dim);
+	}
+}
+
+/* ---- feed-forward --------------------------------------------------- */
+
+static void
+fwd_ffn_dense(struct fwd *f, const struct layer *ly, int32_t n)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	int64_t i;
+
+	fwd_matmul(f, &ly->w_gate, f->xb, n, f->hb);
+	fwd_matmul(f, &ly->w_up, f->xb, n, f->hb2);
+	fwd_swiglu(f, f->hb, f->hb2, (long)n * hp->ffn_dim);
+	fwd_matmul(f, &ly->w_down, f->hb, n, f->xb2);
+	for (i = 0; i < (int64_t)n * hp->dim; i++)
+		f->x[i] += f->xb2[i];
+}
+
+/* Mixtral routing: softmax over the router logits, top k, weights
+ * renormalised over the chosen k. */
+static void
+fwd_route(struct fwd *f, const struct layer *ly, int32_t n)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	uint32_t E = hp->n_experts, K = hp->n_experts_used, e, k, kk;
+	int32_t t;
+
+	for (t = 0; t < n; t++) {
+		float *lg = f->rlogits + (size_t)t * E, mx = -INFINITY, sum;
+		int32_t *sel = f->sel + (size_t)t * K;
+		float *w = f->selw + (size_t)t * K;
+
+		for (e = 0; e < E; e++) {
+			lg[e] = vec_dot_f32(ly->router + (size_t)e * hp->dim,
+			    f->xb + (size_t)t * hp->dim, hp->dim);
+			if (lg[e] > mx)
+				mx = lg[e];
+		}
+		for (k = 0; k < K; k++) {
+			int32_t best = -1;
+
+			for (e = 0; e < E; e++) {
+				for (kk = 0; kk < k; kk++)
+					if (sel[kk] == (int32_t)e)
+						break;
+				if (kk < k)
+					continue;
+				if (best < 0 || lg[e] > lg[best])
+					best = (int32_t)e;
+			}
+			sel[k] = best;
+		}
+		sum = 0.0f;
+		for (k = 0; k < K; k++) {
+			w[k] = expf(lg[sel[k]] - mx);
+			sum += w[k];
+		}
+		for (k = 0; k < K; k++)
+			w[k] /= sum;
+	}
+}
+
+static void
+fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	uint32_t E = hp->n_experts, K = hp->n_experts_used, e, k;
+	int32_t t, i, c;
+
+	fwd_route(f, ly, n);
+	memset(f->ecount, 0, E * sizeof *f->ecount);
+	for (t = 0; t < n; t++)
+		for (k = 0; k < K; k++)
+			f->ecount[f->sel[(size_t)t * K + k]]++;
+	f->estart[0] = 0;
+	for (e = 0; e < E; e++)
+		f->estart[e + 1] = f->estart[e] + f->ecount[e];
+	memset(f->ecount, 0, E * sizeof *f->ecount);
+	for (t = 0; t < n; t++)
+		for (k = 0; k < K; k++) {
+			e = (uint32_t)f->sel[(size_t)t * K + k];
+			i = f->estart[e] + f->ecount[e]++;
+			f->etok[i] = t;
+			f->ew[i] = f->selw[(size_t)t * K + k];
+		}
+	/* each expert once, over all the tokens that chose it */
+	for (e = 0; e < E; e++) {
+		c = f->ecount[e];
+		if (c == 0)
+			continue;
+		for (i = 0; i < c; i++)
+			memcpy(f->xe + (size_t)i * hp->dim, f->xb +
+			    (size_t)f->etok[f->estart[e] + i] * hp->dim,
+			    hp->dim * sizeof(float));
+		fwd_matmul(f, &ly->e_gate[e], f->xe, c, f->hb);
+		fwd_matmul(f, &ly->e_up[e], f->xe, c, f->hb2);
+		fwd_swiglu(f, f->hb, f->hb2, (long)c * hp->ffn_dim);
+		fwd_matmul(f, &ly->e_down[e], f->hb, c, f->ye);
+		for (i = 0; i < c; i++)
+			vec_axpy_f32(f->x + (size_t)f->etok[f->estart[e] + i] *
+			    hp->dim, f->ew[f->estart[e] + i], f->ye +
+			    (size_t)i * hp->dim, hp->dim);
+	}
+}
+
+/* ---- the pass -------------------------------------------------------- */
+
+static void
+fwd_layer(struct fwd *f, uint32_t l, int32_t n)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	const struct layer *ly = &f->m->layers[l];
+	struct fwd_att_job aj;
+	int32_t t;
+	int64_t i;
+
+	for (t = 0; t < n; t++)
+		fwd_rmsnorm(f->xb + (size_t)t * hp->dim,
+		    f->x + (size_t)t * hp->dim, ly->attn_norm, hp->dim,
+		    hp->rms_eps);
+	fwd_matmul(f, &ly->wq, f->xb, n, f->q);
+	fwd_matmul(f, &ly->wk, f->xb, n, f->k);
+	fwd_matmul(f, &ly->wv, f->xb, n, f->v);
+	for (t = 0; t < n; t++) {
+		fwd_rope_apply(f, f->q + (size_t)t * hp->n_heads * hp->head_dim,
+		    (int)hp->n_heads, t);
+		fwd_rope_apply(f, f->k + (size_t)t * hp->n_kv_heads *
+		    hp->head_dim, (int)hp->n_kv_heads, t);
+	}
+	fwd_round_kv(f, n);
+
+	aj.f = f;
+	aj.layer = l;
+	aj.n = n;
+	atomic_init(&aj.next, 0);
+	pool_run(f->pool, fwd_att_cb, &aj);
+	fwd_store_kv(f, l);
+
+	fwd_matmul(f, &ly->wo, f->att, n, f->xb2);
+	for (i = 0; i < (int64_t)n * hp->dim; i++)
+		f->x[i] += f->xb2[i];
+
+	for (t = 0; t < n; t++)
+		fwd_rmsnorm(f->xb + (size_t)t * hp->dim,
+		    f->x + (size_t)t * hp->dim, ly->ffn_norm, hp->dim,
+		    hp->rms_eps);
+	if (hp->n_experts == 0)
+		fwd_ffn_dense(f, ly, n);
+	else
+		fwd_ffn_moe(f, ly, n);
+}
+
+/* Grow every thread's score buffer to hold `floats`. */
+static int
+fwd_reserve_scores(struct fwd *f, size_t floats)
+{
+	int i;
+
+	for (i = 0; i < f->n_threads; i++) {
+		struct fwd_thread *th = &f->th[i];
+		float *p;
+
+		if (th->scores_cap >= floats)
+			continue;
+		if ((p = realloc(th->scores, floats * sizeof *p)) == NULL)
+			return -ENOMEM;
+		th->scores = p;
+		th->scores_cap = floats;
+	}
+	return 0;
+}
+
+/*
+ * Cut tokens [0, n) of a piece into runs and check them; fills f->runs,
+ * f->trun and f->tpos.  Changes no cache.
+ */
+static int
+fwd_plan(struct fwd *f, const int32_t *tokens, struct kvcache *const *seqs,
+    int32_t n)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	size_t need = 0, keys;
+	int32_t i, r, q;
+
+	f->n_runs = 0;
+	for (i = 0; i < n; i++) {
+		if (tokens[i] < 0 || (uint32_t)tokens[i] >= hp->n_vocab ||
+		    seqs[i] == NULL || seqs[i]->model != f->m)
+			return -EINVAL;
+		if (i == 0 || seqs[i] != seqs[i - 1]) {
+			for (q = 0; q < f->n_runs; q++)
+				if (f->runs[q].kv == seqs[i])
+					return -EINVAL;
+			r = f->n_runs++;
+			f->runs[r].kv = seqs[i];
+			f->runs[r].t0 = i;
+			f->runs[r].n = 0;
+			f->runs[r].p0 = seqs[i]->pos;
+		}
+		r = f->n_runs - 1;
+		f->trun[i] = r;
+		f->tpos[i] = f->runs[r].p0 + f->runs[r].n++;
+	}
+	for (r = 0; r < f->n_runs; r++) {
+		const struct kv_params *p = &f->runs[r].kv->p;
+
+		keys = (size_t)p->window + p->n_global + f->runs[r].n;
+		if (keys > need)
+			need = keys;
+	}
+	return fwd_reserve_scores(f, need * (hp->n_heads / hp->n_kv_heads));
+}
+
+static int
+fwd_piece(struct fwd *f, const int32_t *tokens, struct kvcache *const *seqs,
+    const uint8_t *want, int32_t n, float *logits)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	int32_t t, r, rows;
+	uint32_t l;
+	int rc;
+
+	if ((rc = fwd_plan(f, tokens, seqs, n)) != 0)
+		return rc;
+	fwd_rope_tables(f, n);
+	for (t = 0; t < n; t++)
+		mtensor_row(&f->m->tok_embd, tokens[t], f->x +
+		    (size_t)t * hp->dim);
+	for (l = 0; l < hp->n_layers; l++)
+		fwd_layer(f, l, n);
+	for (r = 0; r < f->n_runs; r++)
+		f->runs[r].kv->pos += f->runs[r].n;
+
+	rows = 0;
+	for (t = 0; t < n; t++) {
+		if (!want[t])
+			continue;
+		fwd_rmsnorm(f->xb + (size_t)rows * hp->dim,
+		    f->x + (size_t)t * hp->dim, f->m->output_norm, hp->dim,
+		    hp->rms_eps);
+		rows++;
+	}
+	if (rows > 0 && logits != NULL)
+		fwd_matmul(f, &f->m->output, f->xb, rows, logits);
+	return rows;
+}
+
+int
+fwd_run(struct fwd *f, const struct fwd_batch *b, float *logits)
+{
+	int32_t off, n, i, total = 0;
+	const uint8_t *want;
+	uint8_t *own = NULL;
+	int rc;
+
+	if (b->n <= 0)
+		return b->n == 0 ? 0 : -EINVAL;
+	want = b->want;
+	if (want == NULL) {
+		if ((own = malloc(b->n)) == NULL)
+			return -ENOMEM;
+		for (i = 0; i < b->n; i++)
+			own[i] = i + 1 == b->n || b->seqs[i + 1] != b->seqs[i];
+		want = own;
+	}
+	/* Check the whole batch before the first piece touches a cache. */
+	for (off = 0; off < b->n; off += n) {
+		n = b->n - off < f->max_tokens ? b->n - off : f->max_tokens;
+		if ((rc = fwd_plan(f, b->tokens + off, b->seqs + off, n)) != 0)
+			goto out;
+	}
+	for (off = 0; off < b->n; off += n) {
+		n = b->n - off < f->max_tokens ? b->n - off : f->max_tokens;
+		rc = fwd_piece(f, b->tokens + off, b->seqs + off, want + off, n,
+		    logits ? logits + (size_t)total * f->m->hp.n_vocab : NULL);
+		if (rc < 0)
+			goto out;
+		total += rc;
+	}
+	rc = total;
+out:
+	free(own);
+	return rc;
+}
+
+int
+fwd_prefill(struct fwd *f, struct kvcache *kv, const int32_t *tokens,
+    int64_t n, int chunk, int all, float *logits)
+{
+	struct kvcache **seqs = NULL;
+	uint8_t *want = NULL;
+	struct fwd_batch b;
+	int64_t off, i;
+	int32_t c;
+	int rc = 0;
+
+	if (chunk <= 0 || chunk > f->max_tokens)
+		chunk = f->max_tokens;
+	if ((seqs = malloc(chunk * sizeof *seqs)) == NULL ||
+	    (want = malloc(chunk)) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < chunk; i++)
+		seqs[i] = kv;
+	for (off = 0; off < n; off += c) {
+		c = (int32_t)(n - off < chunk ? n - off : chunk);
+		for (i = 0; i < c; i++)
+			want[i] = all || off + i == n - 1;
+		b.n = c;
+		b.tokens = tokens + off;
+		b.seqs = seqs;
+		b.want = want;
+		rc = fwd_run(f, &b, logits == NULL ? NULL : all ? logits +
+		    (size_t)off * f->m->hp.n_vocab : logits);
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	free(seqs);
+	free(want);
+	return rc;
+}
+
+/* ---- creation -------------------------------------------------------- */
+
+int
+fwd_create(const struct model *m, int max_tokens, int n_threads,
+    struct fwd **out)
+{
+	const struct model_hparams *hp = model_hparams(m);
+	size_t T, qd, kvd, E, K, kvrow;
+	struct fwd *f;
+	uint32_t i;
+	int rc;
+
+	*out = NULL;
+	if (max_tokens < 1 || max_tokens > 65536 || n_threads < 1)
+		return -EINVAL;
+	if ((f = calloc(1, sizeof *f)) == NULL)
+		return -ENOMEM;
+	f->m = m;
+	f->max_tokens = max_tokens;
+	f->n_threads = n_threads;
+	T = (size_t)max_tokens;
+	qd = (size_t)hp->n_heads * hp->head_dim;
+	kvd = (size_t)hp->n_kv_heads * hp->head_dim;
+	E = hp->n_experts ? hp->n_experts : 1;
+	K = hp->n_experts_used ? hp->n_experts_used : 1;
+	kvrow = kvd * sizeof(float);	/* f32 is the widest cache type */
+	if ((rc = pool_create(n_threads, &f->pool)) != 0) {
+		free(f);
+		return rc;
+	}
+#define FWD_ALLOC(p, count) \
+	if (((p) = calloc((count), sizeof *(p))) == NULL) goto nomem
+	FWD_ALLOC(f->inv_freq, hp->n_rot / 2 + 1);
+	FWD_ALLOC(f->x, T * hp->dim);
+	FWD_ALLOC(f->xb, T * hp->dim);
+	FWD_ALLOC(f->xb2, T * hp->dim);
+	FWD_ALLOC(f->q, T * qd);
+	FWD_ALLOC(f->k, T * kvd);
+	FWD_ALLOC(f->v, T * kvd);
+	FWD_ALLOC(f->kq, T * kvrow);
+	FWD_ALLOC(f->vq, T * kvrow);
+	FWD_ALLOC(f->att, T * qd);
+	FWD_ALLOC(f->hb, T * hp->ffn_dim);
+	FWD_ALLOC(f->hb2, T * hp->ffn_dim);
+	FWD_ALLOC(f->rope, T * (hp->n_rot / 2 + 1) * 2);
+	FWD_ALLOC(f->tpos, T);
+	FWD_ALLOC(f->trun, T);
+	FWD_ALLOC(f->runs, T);
+	FWD_ALLOC(f->rlogits, T * E);
+	FWD_ALLOC(f->sel, T * K);
+	FWD_ALLOC(f->selw, T * K);
+	FWD_ALLOC(f->ecount, E);
+	FWD_ALLOC(f->estart, E + 1);
+	FWD_ALLOC(f->etok, T * K);
+	FWD_ALLOC(f->ew, T * K);
+	FWD_ALLOC(f->xe, T * hp->dim);
+	FWD_ALLOC(f->ye, T * hp->dim);
+	FWD_ALLOC(f->want, T);
+	FWD_ALLOC(f->th, (size_t)n_threads);
+	for (i = 0; i < (uint32_t)n_threads; i++)
+		FWD_ALLOC(f->th[i].kbuf, hp->head_dim);
+#undef FWD_ALLOC
+	for (i = 0; i < hp->n_rot / 2; i++)
+		f->inv_freq[i] = pow((double)hp->rope_base,
+		    -2.0 * i / (double)hp->n_rot);
+	*out = f;
+	return 0;
+nomem:
+	fwd_free(f);
+	return -ENOMEM;
+}
+
+void
+fwd_free(struct fwd *f)
+{
+	int i;
+
+	if (f == NULL)
+		return;
+	pool_free(f->pool);
+	if (f->th != NULL)
+		for (i = 0; i < f->n_threads; i++) {
+			free(f->th[i].scores);
+			free(f->th[i].kbuf);
+			free(f->th[i].mm);
+		}
+	free(f->th);
+	free(f->inv_freq);
+	free(f->x);
+	free(f->xb);
+	free(f->xb2);
+	free(f->q);
+	free(f->k);
+	free(f->v);
+	free(f->kq);
+	free(f->vq);
+	free(f->att);
+	free(f->hb);
+	free(f->hb2);
+	free(f->rope);
+	free(f->tpos);
+	free(f->trun);
+	free(f->runs);
+	free(f->rlogits);
+	free(f->sel);
+	free(f->selw);
+	free(f->ecount);
+	free(f->estart);
+	free(f->etok);
+	free(f->ew);
+	free(f->xe);
+	free(f->ye);
+	free(f->want);
+	free(f);
+}
+
+int
+fwd_max_tokens(const struct fwd *f)
+{
+	return f->max_tokens;
+}

@@ -83,14 +83,17 @@ size_t	 kvcache_save_size(const struct kvcache *kv, int64_t since);
 /*
  * Apply a stream written by kvcache_save(): a full one onto any cache of
  * the same model and parameters, an incremental one (since = p) onto a
- * cache whose position is p.  The header is checked first (magic, version,
- * fingerprint, layout, type, W, G, positions); on any error the cache is
- * left as it was (-EINVAL malformed, -ESTALE other model, -ERANGE
- * positions do not join, -EIO read failure).
+ * cache whose position lies between p and the stream's end.  The header is
+ * checked before anything is written (magic, checksum, version,
+ * fingerprint, layout, type, W, G, positions): -EINVAL malformed, -ESTALE
+ * written for another model, -ERANGE positions do not join; the cache is
+ * then unchanged.  If the body cannot be read (-EIO) the cache is reset to
+ * empty, never left half-restored.
  */
 int	 kvcache_restore(struct kvcache *kv, kvcache_read_fn *read, void *ctx);
 
-/* Same over memory buffers. */
+/* Same over memory buffers; restore_buf also checks the length exactly
+ * before touching the cache. */
 int	 kvcache_save_buf(const struct kvcache *kv, int64_t since, void **buf,
 	     size_t *len);	/* malloc'd */
 int	 kvcache_restore_buf(struct kvcache *kv, const void *buf, size_t len);

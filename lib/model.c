@@ -1,1 +1,640 @@
-/* placeholder: being written */
+/*
+ * model.c: loading a GGUF "llama" model (Mistral, Mixtral, Llama) into an
+ * immutable struct model.
+ *
+ * Hyperparameters come from the llama.* keys as llama.cpp writes them; every
+ * tensor the architecture needs is looked up, its type checked against what
+ * quant.c computes with, and its shape checked against the hyperparameters
+ * before anything reads it.  Weights stay in the read-only mapping; only the
+ * small norm vectors and the MoE router are converted to owned f32 arrays.
+ * Mixtral experts are accepted in both layouts seen in the wild: merged
+ * 3-D blk.N.ffn_{gate,up,down}_exps and older per-expert blk.N.ffn_*.E.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "tokenizer.h"
+
+struct model_loader {
+	struct model	*m;
+	char		*err;
+	size_t		 errlen;
+};
+
+static int
+model_fail(struct model_loader *l, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (l->err != NULL && l->errlen > 0) {
+		n = snprintf(l->err, l->errlen, "%s: ", l->m->path);
+		if (n < 0 || (size_t)n >= l->errlen)
+			n = 0;
+		va_start(ap, fmt);
+		vsnprintf(l->err + n, l->errlen - n, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+/* A required u32 hyperparameter "llama.<name>". */
+static int
+model_hp_u32(struct model_loader *l, const char *name, uint32_t *out,
+    int required, uint32_t def)
+{
+	char key[128];
+	int rc;
+
+	snprintf(key, sizeof key, "llama.%s", name);
+	rc = gguf_get_u32(l->m->gguf, key, out);
+	if (rc == -ENOENT && !required) {
+		*out = def;
+		return 0;
+	}
+	if (rc == -ENOENT)
+		return model_fail(l, -EINVAL, "missing key %s", key);
+	if (rc != 0)
+		return model_fail(l, -EINVAL, "key %s has the wrong type", key);
+	return 0;
+}
+
+static int
+model_hp_f32(struct model_loader *l, const char *name, float *out, float def)
+{
+	char key[128];
+	int rc;
+
+	snprintf(key, sizeof key, "llama.%s", name);
+	rc = gguf_get_f32(l->m->gguf, key, out);
+	if (rc == -ENOENT) {
+		*out = def;
+		return 0;
+	}
+	if (rc != 0)
+		return model_fail(l, -EINVAL, "key %s has the wrong type", key);
+	return 0;
+}
+
+/*
+ * Find a tensor and check its shape: ne0 x ne1 (x ne2 when ne2 > 1).
+ * A 1-D tensor is described with ne1 = 1.
+ */
+static int
+model_tensor(struct model_loader *l, const char *name, uint64_t ne0,
+    uint64_t ne1, uint64_t ne2, int optional, const struct gguf_tensor **out)
+{
+	const struct gguf_tensor *t;
+	const struct quant_traits *tr;
+
+	*out = NULL;
+	t = gguf_find_tensor(l->m->gguf, name);
+	if (t == NULL) {
+		if (optional)
+			return 0;
+		return model_fail(l, -EINVAL, "missing tensor %s", name);
+	}
+	tr = quant_traits(t->type);
+	if (tr == NULL || !tr->supported)
+		return model_fail(l, -ENOTSUP, "tensor %s has type %s, which "
+		    "is not supported", name, tr ? tr->name : "unknown");
+	if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != ne2 ||
+	    t->ne[3] != 1)
+		return model_fail(l, -EINVAL, "tensor %s has shape [%" PRIu64
+		    ", %" PRIu64 ", %" PRIu64 "], expected [%" PRIu64 ", %"
+		    PRIu64 ", %" PRIu64 "]", name, t->ne[0], t->ne[1],
+		    t->ne[2], ne0, ne1, ne2);
+	*out = t;
+	return 0;
+}
+
+static void
+model_mtensor(struct mtensor *mt, const struct gguf_tensor *t, int64_t slice)
+{
+	mt->type = t->type;
+	mt->cols = (int64_t)t->ne[0];
+	mt->rows = (int64_t)t->ne[1];
+	mt->row_size = quant_row_size(t->type, mt->cols);
+	mt->data = (const uint8_t *)t->data +
+	    (size_t)slice * mt->row_size * (size_t)mt->rows;
+}
+
+static int
+model_matrix(struct model_loader *l, const char *name, uint64_t cols,
+    uint64_t rows, int optional, struct mtensor *mt)
+{
+	const struct gguf_tensor *t;
+	int rc;
+
+	if ((rc = model_tensor(l, name, cols, rows, 1, optional, &t)) != 0)
+		return rc;
+	if (t != NULL)
+		model_mtensor(mt, t, 0);
+	return 0;
+}
+
+/* A vector (norm weights, router rows) converted to owned floats. */
+static int
+model_vector(struct model_loader *l, const char *name, uint64_t ne0,
+    uint64_t ne1, float **out)
+{
+	const struct gguf_tensor *t;
+	int rc;
+
+	*out = NULL;
+	if ((rc = model_tensor(l, name, ne0, ne1, 1, 0, &t)) != 0)
+		return rc;
+	if ((*out = malloc(ne0 * ne1 * sizeof(float))) == NULL)
+		return model_fail(l, -ENOMEM, "out of memory");
+	quant_dequantize_row(t->type, t->data, *out, (int64_t)(ne0 * ne1));
+	return 0;
+}
+
+static int
+model_experts(struct model_loader *l, int layer, const char *what,
+    uint64_t cols, uint64_t rows, struct mtensor **out)
+{
+	const struct model_hparams *hp = &l->m->hp;
+	const struct gguf_tensor *t;
+	char name[96];
+	uint32_t e;
+	int rc;
+
+	if ((*out = calloc(hp->n_experts, sizeof **out)) == NULL)
+		return model_fail(l, -ENOMEM, "out of memory");
+	snprintf(name, sizeof name, "blk.%d.ffn_%s_exps.weight", layer, what);
+	if ((rc = model_tensor(l, name, cols, rows, hp->n_experts, 1, &t)) != 0)
+		return rc;
+	if (t != NULL) {
+		for (e = 0; e < hp->n_experts; e++)
+			model_mtensor(&(*out)[e], t, e);
+		return 0;
+	}
+	for (e = 0; e < hp->n_experts; e++) {
+		snprintf(name, sizeof name, "blk.%d.ffn_%s.%u.weight", layer,
+		    what, e);
+		if ((rc = model_matrix(l, name, cols, rows, 1, &(*out)[e])) != 0)
+			return rc;
+		if ((*out)[e].data == NULL)
+			return model_fail(l, -EINVAL, "missing tensor "
+			    "blk.%d.ffn_%s_exps.weight (or the per-expert "
+			    "blk.%d.ffn_%s.%u.weight)", layer, what, layer,
+			    what, e);
+	}
+	return 0;
+}
+
+static int
+model_load_layer(struct model_loader *l, int i)
+{
+	const struct model_hparams *hp = &l->m->hp;
+	struct layer *ly = &l->m->layers[i];
+	uint32_t q_dim = hp->n_heads * hp->head_dim;
+	uint32_t kv_dim = hp->n_kv_heads * hp->head_dim;
+	char name[96];
+	int rc;
+
+#define LAYER_NAME(s) (snprintf(name, sizeof name, "blk.%d." s, i), name)
+	if ((rc = model_vector(l, LAYER_NAME("attn_norm.weight"), hp->dim, 1,
+	    &ly->attn_norm)) != 0 ||
+	    (rc = model_vector(l, LAYER_NAME("ffn_norm.weight"), hp->dim, 1,
+	    &ly->ffn_norm)) != 0 ||
+	    (rc = model_matrix(l, LAYER_NAME("attn_q.weight"), hp->dim, q_dim,
+	    0, &ly->wq)) != 0 ||
+	    (rc = model_matrix(l, LAYER_NAME("attn_k.weight"), hp->dim, kv_dim,
+	    0, &ly->wk)) != 0 ||
+	    (rc = model_matrix(l, LAYER_NAME("attn_v.weight"), hp->dim, kv_dim,
+	    0, &ly->wv)) != 0 ||
+	    (rc = model_matrix(l, LAYER_NAME("attn_output.weight"), q_dim,
+	    hp->dim, 0, &ly->wo)) != 0)
+		return rc;
+	if (hp->n_experts == 0) {
+		if ((rc = model_matrix(l, LAYER_NAME("ffn_gate.weight"),
+		    hp->dim, hp->ffn_dim, 0, &ly->w_gate)) != 0 ||
+		    (rc = model_matrix(l, LAYER_NAME("ffn_up.weight"),
+		    hp->dim, hp->ffn_dim, 0, &ly->w_up)) != 0 ||
+		    (rc = model_matrix(l, LAYER_NAME("ffn_down.weight"),
+		    hp->ffn_dim, hp->dim, 0, &ly->w_down)) != 0)
+			return rc;
+		return 0;
+	}
+	if ((rc = model_vector(l, LAYER_NAME("ffn_gate_inp.weight"), hp->dim,
+	    hp->n_experts, &ly->router)) != 0)
+		return rc;
+#undef LAYER_NAME
+	if ((rc = model_experts(l, i, "gate", hp->dim, hp->ffn_dim,
+	    &ly->e_gate)) != 0 ||
+	    (rc = model_experts(l, i, "up", hp->dim, hp->ffn_dim,
+	    &ly->e_up)) != 0 ||
+	    (rc = model_experts(l, i, "down", hp->ffn_dim, hp->dim,
+	    &ly->e_down)) != 0)
+		return rc;
+	return 0;
+}
+
+static int
+model_read_hparams(struct model_loader *l)
+{
+	struct model *m = l->m;
+	struct model_hparams *hp = &m->hp;
+	struct gguf_str arch;
+	int rc;
+
+	if (gguf_get_str(m->gguf, "general.architecture", &arch) != 0)
+		return model_fail(l, -EINVAL, "missing general.architecture");
+	if (!gguf_str_eq(arch, "llama"))
+		return model_fail(l, -ENOTSUP, "architecture '%.*s' is not "
+		    "supported (only 'llama': Mistral, Mixtral, Llama)",
+		    (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+	if ((rc = model_hp_u32(l, "embedding_length", &hp->dim, 1, 0)) ||
+	    (rc = model_hp_u32(l, "block_count", &hp->n_layers, 1, 0)) ||
+	    (rc = model_hp_u32(l, "feed_forward_length", &hp->ffn_dim, 1, 0)) ||
+	    (rc = model_hp_u32(l, "attention.head_count", &hp->n_heads, 1, 0)) ||
+	    (rc = model_hp_u32(l, "attention.head_count_kv", &hp->n_kv_heads,
+	    0, 0)) ||
+	    (rc = model_hp_u32(l, "context_length", &hp->ctx_len, 0, 4096)) ||
+	    (rc = model_hp_u32(l, "expert_count", &hp->n_experts, 0, 0)) ||
+	    (rc = model_hp_u32(l, "expert_used_count", &hp->n_experts_used,
+	    0, 0)) ||
+	    (rc = model_hp_u32(l, "attention.sliding_window", &hp->swa_window,
+	    0, 0)) ||
+	    (rc = model_hp_f32(l, "rope.freq_base", &hp->rope_base, 10000.0f)) ||
+	    (rc = model_hp_f32(l, "attention.layer_norm_rms_epsilon",
+	    &hp->rms_eps, 1e-5f)))
+		return rc;
+	if (hp->n_kv_heads == 0)
+		hp->n_kv_heads = hp->n_heads;
+	if (hp->dim == 0 || hp->n_layers == 0 || hp->n_heads == 0 ||
+	    hp->dim % hp->n_heads != 0 || hp->n_heads % hp->n_kv_heads != 0 ||
+	    hp->n_layers > 4096 || hp->dim > 65536 || hp->ffn_dim == 0 ||
+	    hp->ffn_dim > 1 << 20)
+		return model_fail(l, -EINVAL, "inconsistent hyperparameters "
+		    "(embedding %u, layers %u, heads %u/%u, ffn %u)", hp->dim,
+		    hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->ffn_dim);
+	hp->head_dim = hp->dim / hp->n_heads;
+	if ((rc = model_hp_u32(l, "rope.dimension_count", &hp->n_rot, 0,
+	    hp->head_dim)))
+		return rc;
+	if (hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0)
+		return model_fail(l, -EINVAL, "rope.dimension_count %u does not "
+		    "fit head size %u", hp->n_rot, hp->head_dim);
+	if (hp->n_experts > 256 || (hp->n_experts > 0 &&
+	    (hp->n_experts_used == 0 || hp->n_experts_used > hp->n_experts)))
+		return model_fail(l, -EINVAL, "expert counts %u (used %u) are "
+		    "inconsistent", hp->n_experts, hp->n_experts_used);
+	if (hp->n_experts == 1)
+		return model_fail(l, -EINVAL, "expert_count 1 is not a MoE");
+	if (!(hp->rms_eps > 0.0f && hp->rms_eps < 1.0f) ||
+	    !(hp->rope_base > 1.0f))
+		return model_fail(l, -EINVAL, "bad rms epsilon or rope base");
+	hp->n_vocab = (uint32_t)tokenizer_n_vocab(m->tok);
+	if (hp->swa_window > 0)
+		m->swa_source = MODEL_SWA_GGUF;
+	return 0;
+}
+
+/* Mistral 7B v0.1 was trained with W = 4096, which its GGUFs do not say. */
+static void
+model_known_window(struct model *m)
+{
+	char low[256];
+	size_t i;
+
+	if (m->hp.swa_window != 0 || m->name == NULL)
+		return;
+	for (i = 0; m->name[i] != '\0' && i < sizeof low - 1; i++)
+		low[i] = (char)tolower((unsigned char)m->name[i]);
+	low[i] = '\0';
+	if (strstr(low, "mistral") != NULL && strstr(low, "v0.1") != NULL &&
+	    strstr(low, "mixtral") == NULL) {
+		m->hp.swa_window = 4096;
+		m->swa_source = MODEL_SWA_KNOWN;
+	}
+}
+
+static const char *
+model_ftype_name(uint32_t ft)
+{
+	switch (ft) {
+	case 0: return "F32";
+	case 1: return "F16";
+	case 2: return "Q4_0";
+	case 7: return "Q8_0";
+	case 10: return "Q2_K";
+	case 12: return "Q3_K_M";
+	case 14: return "Q4_K_S";
+	case 15: return "Q4_K_M";
+	case 16: return "Q5_K_S";
+	case 17: return "Q5_K_M";
+	case 18: return "Q6_K";
+	case 32: return "BF16";
+	default: return NULL;
+	}
+}
+
+static uint64_t
+model_fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	while (n-- > 0) {
+		h ^= *b++;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* Hyperparameters, tensor table and three samples of every tensor. */
+static void
+model_compute_fingerprint(struct model *m)
+{
+	uint64_t h = 0xcbf29ce484222325ULL, i, n, off[3];
+	const struct gguf_tensor *t;
+	size_t k, len;
+
+	h = model_fnv(h, &m->hp, sizeof m->hp);
+	n = gguf_n_tensors(m->gguf);
+	for (i = 0; i < n; i++) {
+		t = gguf_tensor_at(m->gguf, i);
+		h = model_fnv(h, t->name.ptr, t->name.len);
+		h = model_fnv(h, &t->type, sizeof t->type);
+		h = model_fnv(h, t->ne, sizeof t->ne);
+		len = t->size < 256 ? t->size : 256;
+		off[0] = 0;
+		off[1] = t->size / 2 - (t->size / 2 < len ? t->size / 2 : 0);
+		off[2] = t->size - len;
+		for (k = 0; k < 3; k++)
+			h = model_fnv(h, (const uint8_t *)t->data + off[k],
+			    len);
+	}
+	m->fingerprint = h;
+}
+
+static void
+model_count(struct model *m)
+{
+	uint64_t i, n = gguf_n_tensors(m->gguf), bytes[GGML_TYPE_COUNT] = {0};
+	const struct gguf_tensor *t;
+	uint32_t ft, best = 0;
+	const char *s;
+
+	for (i = 0; i < n; i++) {
+		t = gguf_tensor_at(m->gguf, i);
+		m->n_params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+		m->weight_bytes += t->size;
+		if (t->type < GGML_TYPE_COUNT && t->ne[1] > 1)
+			bytes[t->type] += t->size;
+	}
+	if (gguf_get_u32(m->gguf, "general.file_type", &ft) == 0 &&
+	    (s = model_ftype_name(ft)) != NULL) {
+		snprintf(m->file_type, sizeof m->file_type, "%s", s);
+		return;
+	}
+	for (i = 0; i < GGML_TYPE_COUNT; i++)
+		if (bytes[i] > bytes[best])
+			best = (uint32_t)i;
+	s = quant_traits(best) ? quant_traits(best)->name : "unknown";
+	snprintf(m->file_type, sizeof m->file_type, "%s", s);
+}
+
+int
+model_load(const char *path, struct model **out, char *err, size_t errlen)
+{
+	struct model_loader l = { .err = err, .errlen = errlen };
+	struct gguf_str name;
+	struct model *m;
+	uint32_t i;
+	int rc;
+
+	*out = NULL;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	quant_init();
+	if ((m = calloc(1, sizeof *m)) == NULL ||
+	    (m->path = strdup(path)) == NULL) {
+		free(m);
+		snprintf(err, errlen, "%s: out of memory", path);
+		return -ENOMEM;
+	}
+	l.m = m;
+	if ((rc = gguf_open(path, 1, &m->gguf, err, errlen)) != 0)
+		goto fail;
+	if ((rc = tokenizer_load(m->gguf, &m->tok, err, errlen)) != 0)
+		goto fail;
+	if ((rc = model_read_hparams(&l)) != 0)
+		goto fail;
+	if (gguf_get_str(m->gguf, "general.name", &name) == 0 && name.len > 0)
+		m->name = strndup(name.ptr, name.len < 200 ? name.len : 200);
+	else {
+		const char *base = strrchr(path, '/');
+
+		m->name = strdup(base ? base + 1 : path);
+	}
+	if (m->name == NULL) {
+		rc = model_fail(&l, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	model_known_window(m);
+
+	if ((rc = model_matrix(&l, "token_embd.weight", m->hp.dim,
+	    m->hp.n_vocab, 0, &m->tok_embd)) != 0 ||
+	    (rc = model_vector(&l, "output_norm.weight", m->hp.dim, 1,
+	    &m->output_norm)) != 0 ||
+	    (rc = model_matrix(&l, "output.weight", m->hp.dim, m->hp.n_vocab,
+	    1, &m->output)) != 0)
+		goto fail;
+	if (m->output.data == NULL)
+		m->output = m->tok_embd;	/* tied embeddings */
+	if ((m->layers = calloc(m->hp.n_layers, sizeof *m->layers)) == NULL) {
+		rc = model_fail(&l, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (i = 0; i < m->hp.n_layers; i++)
+		if ((rc = model_load_layer(&l, (int)i)) != 0)
+			goto fail;
+	model_count(m);
+	model_compute_fingerprint(m);
+	*out = m;
+	return 0;
+fail:
+	model_free(m);
+	return rc;
+}
+
+void
+model_free(struct model *m)
+{
+	uint32_t i;
+
+	if (m == NULL)
+		return;
+	if (m->layers != NULL) {
+		for (i = 0; i < m->hp.n_layers; i++) {
+			struct layer *ly = &m->layers[i];
+
+			free(ly->attn_norm);
+			free(ly->ffn_norm);
+			free(ly->router);
+			free(ly->e_gate);
+			free(ly->e_up);
+			free(ly->e_down);
+		}
+		free(m->layers);
+	}
+	free(m->output_norm);
+	tokenizer_free(m->tok);
+	gguf_close(m->gguf);
+	free(m->name);
+	free(m->path);
+	free(m);
+}
+
+const struct model_hparams *
+model_hparams(const struct model *m)
+{
+	return &m->hp;
+}
+
+const struct tokenizer *
+model_tokenizer(const struct model *m)
+{
+	return m->tok;
+}
+
+const struct gguf_file *
+model_gguf(const struct model *m)
+{
+	return m->gguf;
+}
+
+enum model_swa_source
+model_swa_source(const struct model *m)
+{
+	return m->swa_source;
+}
+
+const char *
+model_name(const struct model *m)
+{
+	return m->name;
+}
+
+const char *
+model_file_type(const struct model *m)
+{
+	return m->file_type;
+}
+
+const char *
+model_path(const struct model *m)
+{
+	return m->path;
+}
+
+uint64_t
+model_n_params(const struct model *m)
+{
+	return m->n_params;
+}
+
+uint64_t
+model_weight_bytes(const struct model *m)
+{
+	return m->weight_bytes;
+}
+
+uint64_t
+model_fingerprint(const struct model *m)
+{
+	return m->fingerprint;
+}
+
+uint32_t
+model_window(const struct model *m, uint32_t explicit_w, uint32_t cap,
+    int *exact)
+{
+	uint32_t w, trained;
+
+	trained = m->hp.swa_window ? m->hp.swa_window : m->hp.ctx_len;
+	w = explicit_w > 0 ? explicit_w : trained;
+	if (cap > 0 && w > cap)
+		w = cap;
+	if (w == 0)
+		w = 1;
+	if (exact != NULL)
+		*exact = w >= trained;
+	return w;
+}
+
+static void
+model_human_bytes(double b, char *buf, size_t cap)
+{
+	const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int u = 0;
+
+	while (b >= 1024.0 && u < 4) {
+		b /= 1024.0;
+		u++;
+	}
+	snprintf(buf, cap, u == 0 ? "%.0f %s" : "%.1f %s", b, unit[u]);
+}
+
+int
+model_summary(const struct model *m, uint32_t window, uint32_t n_global,
+    size_t kv_bytes, char *buf, size_t cap)
+{
+	const struct model_hparams *hp = &m->hp;
+	char wbytes[32], kvb[32], params[32], experts[64], swa[96];
+	int exact;
+	uint32_t w = model_window(m, window, 0, &exact);
+	double p = (double)m->n_params;
+
+	model_human_bytes((double)m->weight_bytes, wbytes, sizeof wbytes);
+	model_human_bytes((double)kv_bytes, kvb, sizeof kvb);
+	if (p >= 1e9)
+		snprintf(params, sizeof params, "%.2fB", p / 1e9);
+	else if (p >= 1e6)
+		snprintf(params, sizeof params, "%.2fM", p / 1e6);
+	else
+		snprintf(params, sizeof params, "%.0fK", p / 1e3);
+	if (hp->n_experts > 0)
+		snprintf(experts, sizeof experts, "%u, %u used per token",
+		    hp->n_experts, hp->n_experts_used);
+	else
+		snprintf(experts, sizeof experts, "none (dense)");
+	switch (m->swa_source) {
+	case MODEL_SWA_GGUF:
+		snprintf(swa, sizeof swa, "sliding window %u (from the GGUF)",
+		    hp->swa_window);
+		break;
+	case MODEL_SWA_KNOWN:
+		snprintf(swa, sizeof swa, "sliding window %u (known "
+		    "checkpoint)", hp->swa_window);
+		break;
+	default:
+		snprintf(swa, sizeof swa, "full attention");
+		break;
+	}
+	return snprintf(buf, cap,
+	    "model:        %s\n"
+	    "file:         %s\n"
+	    "architecture: llama, %s parameters, %s\n"
+	    "shape:        dim %u, %u layers, %u/%u heads (head %u), ffn %u, "
+	    "vocab %u\n"
+	    "experts:      %s\n"
+	    "context:      %u trained, %s\n"
+	    "window:       W = %u, %u global tokens, %s mode\n"
+	    "memory:       %s of weights (mapped), %s of KV cache per "
+	    "session\n"
+	    "fingerprint:  %016" PRIx64 "\n",
+	    m->name, m->path, params, m->file_type, hp->dim, hp->n_layers,
+	    hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->ffn_dim,
+	    hp->n_vocab, experts, hp->ctx_len, swa, w, n_global,
+	    exact ? "exact" : "evicting", wbytes, kvb, m->fingerprint);
+}
