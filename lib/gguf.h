@@ -145,6 +145,20 @@ int	 gguf_writer_set_arr_i32(struct gguf_writer *w, const char *key,
 int	 gguf_writer_add_tensor(struct gguf_writer *w, const char *name,
 	     enum ggml_type type, uint32_t n_dims, const uint64_t *ne,
 	     const void *data, size_t size);
+/*
+ * Adds a tensor whose bytes are produced while the file is written, so a
+ * large model never has to sit in memory: fill_cb(arg, row0, n_rows, dst)
+ * must write rows [row0, row0 + n_rows) (a row is ne[0] elements encoded
+ * in type, quant_row_size() bytes) to dst and return 0 or a negative errno
+ * code, which aborts the write.  It is called in row order, in chunks of a
+ * few MiB, from inside gguf_writer_write(); arg must live until then.
+ */
+int	 gguf_writer_add_tensor_cb(struct gguf_writer *w, const char *name,
+	     enum ggml_type type, uint32_t n_dims, const uint64_t *ne,
+	     int (*fill_cb)(void *arg, uint64_t row0, uint64_t n_rows,
+	     void *dst), void *arg);
+/* Copies a key and its value (any type) from an open file. */
+int	 gguf_writer_set_kv(struct gguf_writer *w, const struct gguf_kv *kv);
 int	 gguf_writer_write(struct gguf_writer *w, const char *path, char *err,
 	     size_t errlen);
 

@@ -16,10 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
-static int tap_n;
-static int tap_failed;
+static int tap_n __attribute__((unused));
+static int tap_failed __attribute__((unused));
 
-static void
+__attribute__((unused)) static void
 tap_ok(int cond, const char *fmt, ...)
 {
 	va_list ap;
@@ -35,7 +35,7 @@ tap_ok(int cond, const char *fmt, ...)
 	fflush(stdout);
 }
 
-static void
+__attribute__((unused)) static void
 tap_diag(const char *fmt, ...)
 {
 	va_list ap;
@@ -48,7 +48,7 @@ tap_diag(const char *fmt, ...)
 	fflush(stdout);
 }
 
-static void
+__attribute__((unused)) static void
 tap_skip(const char *why)
 {
 	tap_n++;
@@ -57,14 +57,14 @@ tap_skip(const char *why)
 }
 
 /* Skip the whole program: prints a plan of 0 with the reason. */
-static void
+__attribute__((unused)) static void
 tap_skip_all(const char *why)
 {
 	printf("1..0 # SKIP %s\n", why);
 	exit(0);
 }
 
-static int
+__attribute__((unused)) static int
 tap_done(void)
 {
 	printf("1..%d\n", tap_n);
@@ -72,7 +72,7 @@ tap_done(void)
 }
 
 /* Arm a watchdog so a hung test fails instead of stalling the suite. */
-static void
+__attribute__((unused)) static void
 tap_timeout(unsigned int seconds)
 {
 	alarm(seconds);
@@ -82,7 +82,7 @@ tap_timeout(unsigned int seconds)
  * The path of a file under the shared fixtures, or NULL (with a diagnostic)
  * when the fixtures directory is not present.  Returns a static buffer.
  */
-static const char *
+__attribute__((unused)) static const char *
 tap_fixture(const char *rel)
 {
 	static char path[4096];
