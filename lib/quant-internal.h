@@ -1,1 +1,206 @@
-/* placeholder: being written */
+/*
+ * quant-internal.h: the quantized block layouts and the kernel table shared
+ * by quant.c (scalar references, dispatch), kernels-avx2.c,
+ * kernels-avx512.c and matmul.c.  No other library file includes it; the
+ * tests do, to build blocks by hand and to reach the int8 switch.
+ *
+ * DESIGN
+ *
+ * 1. Every block layout is ggml's, byte for byte, since the blocks are read
+ *    in place from GGUF files.  Each is defined here once, with a static
+ *    assertion on its size; all fields are byte arrays or uint16_t, so the
+ *    structs have no padding and any alignment of 2 suffices (GGUF data is
+ *    32-byte aligned, and a row of blocks keeps every block 2-aligned).
+ * 2. Half-precision fields (d, dmin) are raw IEEE binary16 bits, converted
+ *    with quant_f16_to_f32() or the F16C instructions, which agree exactly.
+ * 3. Dequantization is exact arithmetic apart from the one final rounding
+ *    of Q4_K/Q5_K's "scale * q - min": every product is exact in float
+ *    (an 11-bit half mantissa times at most 8 bits of scale times at most
+ *    6 of quant fits 24 bits), so a SIMD dequantizer that fuses multiply
+ *    and subtract rounds the same way as the scalar one.  That is why
+ *    dequantization can be required to be bit-identical on every path.
+ * 4. Kernels live in a struct quant_kernels, one per instruction set,
+ *    filled once by quant_init(); a kernel table is never modified after
+ *    it has been published.
+ * 5. The optional int8 activations (struct quant_q8x, below) follow
+ *    llama.cpp's rounding exactly, so that mode reproduces its logits.
+ */
+#ifndef QUANT_INTERNAL_H
+#define QUANT_INTERNAL_H
+
+#include <stdint.h>
+
+#include "quant.h"
+
+#define QK4_0		32	/* elements per Q4_0 block */
+#define QK8_0		32	/* elements per Q8_0 block */
+#define QK_K		256	/* elements per K-quant super-block */
+#define QUANT_K_SCALE_SIZE 12	/* packed 6-bit scales and mins */
+
+/*
+ * Q8_0: x = d * q.
+ */
+struct block_q8_0 {
+	uint16_t	 d;		/* f16 scale */
+	int8_t		 qs[QK8_0];
+};
+_Static_assert(sizeof(struct block_q8_0) == 34, "block_q8_0 size");
+
+/*
+ * Q4_0: x = d * (q - 8); element j (j < 16) is the low nibble of qs[j],
+ * element j + 16 the high nibble of qs[j].
+ */
+struct block_q4_0 {
+	uint16_t	 d;		/* f16 scale */
+	uint8_t		 qs[QK4_0 / 2];
+};
+_Static_assert(sizeof(struct block_q4_0) == 18, "block_q4_0 size");
+
+/*
+ * Q4_K: 8 sub-blocks of 32; x = d * sc[j] * q - dmin * m[j] with 6-bit
+ * sc and m packed in scales[12] (see quant_scale_min_k4()).  The 256
+ * elements are four chunks of 64: chunk c reads qs[32c .. 32c+31], low
+ * nibbles for sub-block 2c, high nibbles for sub-block 2c + 1.
+ */
+struct block_q4_K {
+	uint16_t	 d;		/* f16 scale of the scales */
+	uint16_t	 dmin;		/* f16 scale of the mins */
+	uint8_t		 scales[QUANT_K_SCALE_SIZE];
+	uint8_t		 qs[QK_K / 2];
+};
+_Static_assert(sizeof(struct block_q4_K) == 144, "block_q4_K size");
+
+/*
+ * Q5_K: as Q4_K with a fifth bit: in chunk c, element l of sub-block 2c
+ * adds 16 if bit 2c of qh[l] is set, element l of sub-block 2c + 1 adds 16
+ * if bit 2c + 1 is.
+ */
+struct block_q5_K {
+	uint16_t	 d;
+	uint16_t	 dmin;
+	uint8_t		 scales[QUANT_K_SCALE_SIZE];
+	uint8_t		 qh[QK_K / 8];
+	uint8_t		 qs[QK_K / 2];
+};
+_Static_assert(sizeof(struct block_q5_K) == 176, "block_q5_K size");
+
+/*
+ * Q6_K: 16 sub-blocks of 16; x = d * scales[j] * (q - 32) with 6-bit q.
+ * Two halves of 128 elements; half h uses ql[64h ..], qh[32h ..] and
+ * scales[8h ..].  Within a half, for l < 32:
+ *	element l	low nibble of ql[l]	 | bits 0-1 of qh[l] << 4
+ *	element l + 32	low nibble of ql[l + 32] | bits 2-3 of qh[l] << 4
+ *	element l + 64	high nibble of ql[l]	 | bits 4-5 of qh[l] << 4
+ *	element l + 96	high nibble of ql[l + 32] | bits 6-7 of qh[l] << 4
+ * and element e of the half uses scales[8h + e / 16].
+ */
+struct block_q6_K {
+	uint8_t		 ql[QK_K / 2];
+	uint8_t		 qh[QK_K / 4];
+	int8_t		 scales[QK_K / 16];
+	uint16_t	 d;
+};
+_Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K size");
+
+/*
+ * The j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K block: the first
+ * four are the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); the last
+ * four take their low 4 bits from the nibbles of bytes 8-11 and their top
+ * 2 bits from the top bits of bytes 0-3 (scales) and 4-7 (mins).
+ */
+static inline void
+quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+	if (j < 4) {
+		*sc = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+		*m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+	}
+}
+
+/*
+ * One instruction set's kernels.  For every supported type t:
+ *	dot[t](row, x, n)	 the row of n elements of type t dotted with x
+ *	dequant[t](src, dst, n)	 n elements of type t to floats
+ * and for plain floats:
+ *	gemm_small(w, ldw, nw, x, ldx, nx, y, ldy, k)
+ *		y[t * ldy + i] = w_i . x_t for i < nw (nw <= 4 rows of k
+ *		floats, row stride ldw) and t < nx (inputs of k floats,
+ *		stride ldx): the inner kernel of the batched-decode product.
+ *	dotq[t](row, qx, n)	 the row dotted with int8 activations
+ *				 (struct quant_q8x), for Q8_0, Q4_0 and the
+ *				 K-quants; NULL for the other types
+ * n is a whole number of blocks; the callers check that.
+ */
+struct quant_q8x;
+
+struct quant_kernels {
+	enum quant_isa	 isa;
+	float		(*dot[GGML_TYPE_COUNT])(const void *, const float *,
+			    int64_t);
+	void		(*dequant[GGML_TYPE_COUNT])(const void *, float *,
+			    int64_t);
+	float		(*dotq[GGML_TYPE_COUNT])(const void *,
+			    const struct quant_q8x *, int64_t);
+	float		(*dot_f32)(const float *, const float *, int64_t);
+	void		(*axpy_f32)(float *, float, const float *, int64_t);
+	void		(*scale_f32)(float *, float, int64_t);
+	void		(*gemm_small)(const float *, int64_t, int,
+			    const float *, int64_t, int64_t, float *, int64_t,
+			    int64_t);
+};
+
+/*
+ * Int8 activations (optional: MISTRAL_ACT_Q8=1, or quant_set_act_q8()).
+ * The input x of a product is quantized once to int8, exactly as
+ * llama.cpp's CPU backend does it, and each weight block's dot with it
+ * becomes an exact integer sum scaled once.  Two formats, as in ggml:
+ *   for Q8_0 and Q4_0 weights ("Q8_0" activations), per block b of 32:
+ *	d[b] = f16(max|x| / 127) (rounded to half precision),
+ *	q[i] = round_even(x[i] * 127 / max|x|);
+ *   for the K-quants ("Q8_K"), per super-block b of 256, with M the
+ *   element of largest magnitude:
+ *	d[b] = M / -127, q[i] = min(127, round_even(x[i] * -127 / M)).
+ * s[j] is the sum of q over each 32 elements (both formats), which the
+ * Q4_0 offset and the Q4_K/Q5_K mins need.  This reproduces llama.cpp's
+ * logits on quantized models to float rounding; it costs activation
+ * precision (a relative error ~1e-3 of a dot's magnitude) against the
+ * float path, so it is a choice, not the default.
+ */
+struct quant_q8x {
+	const int8_t	*q;	/* n */
+	const float	*d;	/* n / 32 or n / 256 */
+	const int32_t	*s;	/* n / 32 */
+};
+
+/* The K-quants take Q8_K activations, the others Q8_0. */
+static inline int
+quant_q8x_is_k(enum ggml_type t)
+{
+	return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K ||
+	    t == GGML_TYPE_Q6_K;
+}
+
+/* quant.c: quantize n floats (a multiple of 256 if kfmt, else of 32) into
+ * q, d and s, in the format of quant_q8x_is_k(). */
+void	 quant_q8x_quantize(const float *x, int64_t n, int kfmt, int8_t *q,
+	     float *d, int32_t *s);
+/* quant.c: the definition the dotq kernels are tested against. */
+float	 quant_dotq_ref(enum ggml_type t, const void *row,
+	     const struct quant_q8x *x, int64_t n);
+/* quant.c: whether quant_matmul() uses int8 activations. */
+int	 quant_act_q8(void);
+void	 quant_set_act_q8(int on);
+
+/* quant.c: the table in use (quant_init() has run once it is not NULL). */
+const struct quant_kernels *quant_kernels(void);
+/* quant.c: the scalar table, which the SIMD fills start from. */
+void	 quant_scalar_fill(struct quant_kernels *k);
+/* kernels-avx2.c, kernels-avx512.c: overwrite the entries they speed up
+ * (the int8-activation ones of the AVX-512 table only with vnni set). */
+void	 quant_avx2_fill(struct quant_kernels *k);
+void	 quant_avx512_fill(struct quant_kernels *k, int vnni);
+
+#endif /* QUANT_INTERNAL_H */
