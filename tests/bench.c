@@ -412,6 +412,7 @@ main(void)
 	int first = 1;
 	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
 
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	quick = getenv("BENCH_QUICK") != NULL;
 	threads = getenv("BENCH_THREADS") ? atoi(getenv("BENCH_THREADS")) :
 	    (int)(nproc > 0 ? nproc : 1);
