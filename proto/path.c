@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -23,16 +24,32 @@ path_check(size_t cap, int n)
 	return 0;
 }
 
+/*
+ * A user's own daemon: $XDG_RUNTIME_DIR/mistrald/mistrald.sock, or, with
+ * no runtime directory (no login session), next to the daemon's default
+ * state: $XDG_STATE_HOME/mistrald/ or ~/.local/state/mistrald/.  The
+ * daemon's defaults (daemon/config.c) follow the same rule.
+ */
 int
 proto_socket_user(char *buf, size_t cap)
 {
 	const char	*xdg = getenv("XDG_RUNTIME_DIR");
+	const char	*state = getenv("XDG_STATE_HOME");
+	const char	*home = getenv("HOME");
+	struct passwd	*pw;
 
 	if (xdg != NULL && xdg[0] == '/')
 		return path_check(cap,
 		    snprintf(buf, cap, "%s/%s", xdg, PROTO_SOCKET_USER));
-	return path_check(cap,
-	    snprintf(buf, cap, PROTO_SOCKET_TMP, (unsigned)getuid()));
+	if (state != NULL && state[0] == '/')
+		return path_check(cap,
+		    snprintf(buf, cap, "%s/%s", state, PROTO_SOCKET_STATE));
+	if (home == NULL || *home == '\0') {
+		pw = getpwuid(getuid());
+		home = pw != NULL ? pw->pw_dir : "/";
+	}
+	return path_check(cap, snprintf(buf, cap, "%s/.local/state/%s", home,
+	    PROTO_SOCKET_STATE));
 }
 
 int

@@ -60,7 +60,9 @@
 /* Where the daemon listens unless told otherwise (see proto_socket_path). */
 #define PROTO_SOCKET_ENV	"MISTRALD_SOCKET"
 #define PROTO_SOCKET_USER	"mistrald/mistrald.sock" /* $XDG_RUNTIME_DIR/ */
-#define PROTO_SOCKET_TMP	"/tmp/mistrald-%u/mistrald.sock" /* no XDG */
+#define PROTO_SOCKET_STATE	"mistrald/mistrald.sock" /* without
+			$XDG_RUNTIME_DIR: under $XDG_STATE_HOME, or
+			~/.local/state, with the daemon's state */
 #define PROTO_SOCKET_SYSTEM	"/run/mistrald/mistrald.sock"
 
 enum proto_type {
@@ -371,7 +373,8 @@ size_t	 proto_utf8_repair(const char *s, size_t len, char *out, size_t cap);
 /*
  * The socket a client should use, into buf: $MISTRALD_SOCKET if set, else
  * the per-user socket ($XDG_RUNTIME_DIR/mistrald/mistrald.sock, or
- * /tmp/mistrald-UID/mistrald.sock without XDG_RUNTIME_DIR) if it exists,
+ * $XDG_STATE_HOME/mistrald/mistrald.sock, ~/.local/state/mistrald/
+ * mistrald.sock without XDG_RUNTIME_DIR) if it exists,
  * else the system one.  Returns 0 or -ENAMETOOLONG (over sun_path).
  */
 int	 proto_socket_path(char *buf, size_t cap);
