@@ -30,7 +30,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,26 +93,41 @@ struct fwd {
 
 /* ---- parallel helpers ---------------------------------------------- */
 
+/*
+ * Matrix products, possibly several sharing one input (Q, K and V; gate
+ * and up), as one pool job: the rows of all the matrices are cut into
+ * items of whole 4-row groups, a few per thread, so that a thread the
+ * kernel has preempted holds up at most one item.
+ */
+#define FWD_MM_MAX 3
+
 struct fwd_mm_job {
 	struct fwd		*f;
-	const struct mtensor	*w;
+	int			 n_mats;
+	const struct mtensor	*w[FWD_MM_MAX];
+	float			*y[FWD_MM_MAX];
+	long			 first[FWD_MM_MAX + 1];	/* first item of each */
+	long			 per[FWD_MM_MAX];	/* rows per item */
 	const float		*x;
 	int64_t			 n;
-	float			*y;
 };
 
 static void
-fwd_matmul_cb(void *arg, int ith, int nth)
+fwd_matmul_cb(void *arg, long item, int ith)
 {
 	struct fwd_mm_job *j = arg;
 	struct fwd_thread *th = &j->f->th[ith];
-	long r0, r1;
+	const struct mtensor *w;
+	int64_t r0, r1;
 	size_t need;
+	int m = 0;
 
-	pool_split(j->w->rows, ith, nth, &r0, &r1);
-	if (r0 >= r1)
-		return;
-	need = quant_matmul_scratch(j->w->type, j->w->cols, r1 - r0);
+	while (item >= j->first[m + 1])
+		m++;
+	w = j->w[m];
+	r0 = (item - j->first[m]) * j->per[m];
+	r1 = r0 + j->per[m] < w->rows ? r0 + j->per[m] : w->rows;
+	need = quant_matmul_scratch(w->type, w->cols, r1 - r0);
 	if (need > th->mm_cap) {
 		void *p = realloc(th->mm, need);
 
@@ -122,19 +136,43 @@ fwd_matmul_cb(void *arg, int ith, int nth)
 			th->mm_cap = need;
 		}
 	}
-	quant_matmul(j->w->type, j->w->data, j->w->rows, j->w->cols, j->x,
-	    j->n, j->y, j->w->rows, r0, r1,
-	    th->mm_cap >= need ? th->mm : NULL);
+	quant_matmul(w->type, w->data, w->rows, w->cols, j->x, j->n, j->y[m],
+	    w->rows, r0, r1, th->mm_cap >= need ? th->mm : NULL);
 }
 
-/* y (n, w->rows) = x (n, w->cols) . w^T */
+/* y[i] (n, w[i]->rows) = x (n, cols) . w[i]^T for each of n_mats. */
+static void
+fwd_matmul_n(struct fwd *f, int n_mats, const struct mtensor *const *w,
+    const float *x, int64_t n, float *const *y)
+{
+	struct fwd_mm_job j;
+	long items, target = 4L * f->n_threads;
+	int i;
+
+	j.f = f;
+	j.n_mats = n_mats;
+	j.x = x;
+	j.n = n;
+	j.first[0] = 0;
+	for (i = 0; i < n_mats; i++) {
+		int64_t rows = w[i]->rows;
+
+		items = rows / 16 < target ? rows / 16 : target;
+		if (items < 1)
+			items = 1;
+		j.per[i] = ((rows + items - 1) / items + 3) & ~3L;
+		j.w[i] = w[i];
+		j.y[i] = y[i];
+		j.first[i + 1] = j.first[i] + (rows + j.per[i] - 1) / j.per[i];
+	}
+	pool_run(f->pool, fwd_matmul_cb, &j, j.first[n_mats]);
+}
+
 static void
 fwd_matmul(struct fwd *f, const struct mtensor *w, const float *x, int64_t n,
     float *y)
 {
-	struct fwd_mm_job j = { f, w, x, n, y };
-
-	pool_run(f->pool, fwd_matmul_cb, &j);
+	fwd_matmul_n(f, 1, &w, x, n, &y);
 }
 
 static void
@@ -152,6 +190,8 @@ fwd_rmsnorm(float *out, const float *x, const float *w, int64_t dim,
 		out[i] = x[i] * scale * w[i];
 }
 
+#define FWD_SWIGLU_ITEM 4096	/* elements per item */
+
 struct fwd_swiglu_job {
 	float	*a;		/* gate, becomes silu(gate) * up */
 	const float *b;		/* up */
@@ -159,12 +199,13 @@ struct fwd_swiglu_job {
 };
 
 static void
-fwd_swiglu_cb(void *arg, int ith, int nth)
+fwd_swiglu_cb(void *arg, long item, int ith)
 {
 	struct fwd_swiglu_job *j = arg;
-	long lo, hi, i;
+	long lo = item * FWD_SWIGLU_ITEM, hi = lo + FWD_SWIGLU_ITEM, i;
 
-	pool_split(j->n, ith, nth, &lo, &hi);
+	if (hi > j->n)
+		hi = j->n;
 	for (i = lo; i < hi; i++) {
 		float g = j->a[i];
 
@@ -177,7 +218,8 @@ fwd_swiglu(struct fwd *f, float *gate, const float *up, long n)
 {
 	struct fwd_swiglu_job j = { gate, up, n };
 
-	pool_run(f->pool, fwd_swiglu_cb, &j);
+	pool_run(f->pool, fwd_swiglu_cb, &j,
+	    (n + FWD_SWIGLU_ITEM - 1) / FWD_SWIGLU_ITEM);
 }
 
 /* ---- RoPE ----------------------------------------------------------- */
@@ -229,8 +271,6 @@ fwd_rope_apply(const struct fwd *f, float *vecs, int n_heads, int32_t t)
 struct fwd_att_job {
 	struct fwd	*f;
 	uint32_t	 layer;
-	int32_t		 n;
-	atomic_int	 next;
 };
 
 /* Key/value row j of head h for a query of run r: from the run's own
@@ -357,17 +397,15 @@ fwd_att_item(struct fwd *f, uint32_t layer, int32_t tok, uint32_t h,
 #undef FWD_EACH_KEY
 }
 
+/* One item: one token's query heads that share kv head (item % nkv). */
 static void
-fwd_att_cb(void *arg, int ith, int nth)
+fwd_att_cb(void *arg, long item, int ith)
 {
 	struct fwd_att_job *j = arg;
-	struct fwd *f = j->f;
-	int32_t nkv = (int32_t)f->m->hp.n_kv_heads, item;
+	long nkv = (long)j->f->m->hp.n_kv_heads;
 
-	(void)nth;
-	while ((item = atomic_fetch_add(&j->next, 1)) < j->n * nkv)
-		fwd_att_item(f, j->layer, item / nkv, (uint32_t)(item % nkv),
-		    &f->th[ith]);
+	fwd_att_item(j->f, j->layer, (int32_t)(item / nkv),
+	    (uint32_t)(item % nkv), &j->f->th[ith]);
 }
 
 /* Store the run's K/V (already rounded into kq/vq) into the caches. */
@@ -428,8 +466,10 @@ fwd_ffn_dense(struct fwd *f, const struct layer *ly, int32_t n)
 	const struct model_hparams *hp = &f->m->hp;
 	int64_t i;
 
-	fwd_matmul(f, &ly->w_gate, f->xb, n, f->hb);
-	fwd_matmul(f, &ly->w_up, f->xb, n, f->hb2);
+	const struct mtensor *w[2] = { &ly->w_gate, &ly->w_up };
+	float *y[2] = { f->hb, f->hb2 };
+
+	fwd_matmul_n(f, 2, w, f->xb, n, y);
 	fwd_swiglu(f, f->hb, f->hb2, (long)n * hp->ffn_dim);
 	fwd_matmul(f, &ly->w_down, f->hb, n, f->xb2);
 	for (i = 0; i < (int64_t)n * hp->dim; i++)
@@ -512,8 +552,10 @@ fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
 			memcpy(f->xe + (size_t)i * hp->dim, f->xb +
 			    (size_t)f->etok[f->estart[e] + i] * hp->dim,
 			    hp->dim * sizeof(float));
-		fwd_matmul(f, &ly->e_gate[e], f->xe, c, f->hb);
-		fwd_matmul(f, &ly->e_up[e], f->xe, c, f->hb2);
+		const struct mtensor *w[2] = { &ly->e_gate[e], &ly->e_up[e] };
+		float *y[2] = { f->hb, f->hb2 };
+
+		fwd_matmul_n(f, 2, w, f->xe, c, y);
 		fwd_swiglu(f, f->hb, f->hb2, (long)c * hp->ffn_dim);
 		fwd_matmul(f, &ly->e_down[e], f->hb, c, f->ye);
 		for (i = 0; i < c; i++)
@@ -538,9 +580,12 @@ fwd_layer(struct fwd *f, uint32_t l, int32_t n)
 		fwd_rmsnorm(f->xb + (size_t)t * hp->dim,
 		    f->x + (size_t)t * hp->dim, ly->attn_norm, hp->dim,
 		    hp->rms_eps);
-	fwd_matmul(f, &ly->wq, f->xb, n, f->q);
-	fwd_matmul(f, &ly->wk, f->xb, n, f->k);
-	fwd_matmul(f, &ly->wv, f->xb, n, f->v);
+	{
+		const struct mtensor *w[3] = { &ly->wq, &ly->wk, &ly->wv };
+		float *y[3] = { f->q, f->k, f->v };
+
+		fwd_matmul_n(f, 3, w, f->xb, n, y);
+	}
 	for (t = 0; t < n; t++) {
 		fwd_rope_apply(f, f->q + (size_t)t * hp->n_heads * hp->head_dim,
 		    (int)hp->n_heads, t);
@@ -551,9 +596,7 @@ fwd_layer(struct fwd *f, uint32_t l, int32_t n)
 
 	aj.f = f;
 	aj.layer = l;
-	aj.n = n;
-	atomic_init(&aj.next, 0);
-	pool_run(f->pool, fwd_att_cb, &aj);
+	pool_run(f->pool, fwd_att_cb, &aj, (long)n * hp->n_kv_heads);
 	fwd_store_kv(f, l);
 
 	fwd_matmul(f, &ly->wo, f->att, n, f->xb2);

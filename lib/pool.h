@@ -3,8 +3,12 @@
  *
  * The threads are created once and wait between jobs (spinning briefly,
  * then sleeping), so a decode step that runs hundreds of small parallel
- * loops creates no threads.  pool_run() runs fn on every thread, the
- * caller's included as thread 0, and returns when all have finished.
+ * loops creates no threads.  A job is a number of independent items;
+ * pool_run() hands them out one at a time to whichever threads are
+ * running, the caller's included, and returns when every item is done.
+ * A worker that the kernel has not scheduled yet simply finds nothing left
+ * to do: no job ever waits for a thread to wake up, so a busy machine
+ * slows a step down gracefully instead of costing a time slice per job.
  * One pool serves one caller at a time; give each engine worker its own.
  */
 #ifndef POOL_H
@@ -12,26 +16,15 @@
 
 struct pool;
 
-typedef void pool_fn(void *arg, int ith, int nth);
+/* Run item `item` of a job; ith identifies the thread (0 = the caller,
+ * < pool_size()), for per-thread scratch. */
+typedef void pool_fn(void *arg, long item, int ith);
 
 /* n_threads >= 1 (the caller counts as one).  Returns 0 or -errno. */
 int	 pool_create(int n_threads, struct pool **out);
 void	 pool_free(struct pool *p);
 int	 pool_size(const struct pool *p);
-void	 pool_run(struct pool *p, pool_fn *fn, void *arg);
-
-/* Split [0, n) evenly: the range thread ith of nth should take. */
-static inline void
-pool_split(long n, int ith, int nth, long *lo, long *hi)
-{
-	long per = (n + nth - 1) / nth;
-
-	*lo = per * ith;
-	if (*lo > n)
-		*lo = n;
-	*hi = *lo + per;
-	if (*hi > n)
-		*hi = n;
-}
+/* Run items 0 .. n_items-1 of fn, in any order, on any threads. */
+void	 pool_run(struct pool *p, pool_fn *fn, void *arg, long n_items);
 
 #endif /* POOL_H */
