@@ -42,21 +42,22 @@ struct bench_row {
 	int		 k_m;		/* Q4_K_M mix */
 	const char	*type_name;
 	double		 ref_prefill, ref_decode;	/* llama.cpp, table */
+	int		 deep;		/* also depth, snapshot, restore */
 };
 
 static const struct bench_row rows[] = {
 	{ "tinyllama-q8_0", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
-	    GGML_TYPE_Q8_0, 0, "Q8_0", 103, 17.8 },
+	    GGML_TYPE_Q8_0, 0, "Q8_0", 103, 17.8, 1 },
 	{ "tinyllama-q4_0", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
-	    GGML_TYPE_Q4_0, 0, "Q4_0", 124, 27.8 },
+	    GGML_TYPE_Q4_0, 0, "Q4_0", 124, 27.8, 0 },
 	{ "tinyllama-q4_k_m", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
-	    GGML_TYPE_Q4_K, 1, "Q4_K_M", 85, 15.3 },
+	    GGML_TYPE_Q4_K, 1, "Q4_K_M", 85, 15.3, 0 },
 	{ "mixtral4-q4_0", "Mixtral, 4 layers", 4096, 4, 32, 8, 14336, 8, 2,
-	    GGML_TYPE_Q4_0, 0, "Q4_0", 35, 11.3 },
+	    GGML_TYPE_Q4_0, 0, "Q4_0", 35, 11.3, 0 },
 	{ "mistral7b-q4_0", "Mistral 7B", 4096, 32, 32, 8, 14336, 0, 0,
-	    GGML_TYPE_Q4_0, 0, "Q4_0", 18.2, 4.66 },
+	    GGML_TYPE_Q4_0, 0, "Q4_0", 18.2, 4.66, 0 },
 	{ "mistral7b-q4_k_m", "Mistral 7B", 4096, 32, 32, 8, 14336, 0, 0,
-	    GGML_TYPE_Q4_K, 1, "Q4_K_M", 15.8, 2.86 },
+	    GGML_TYPE_Q4_K, 1, "Q4_K_M", 15.8, 2.86, 0 },
 };
 
 static int quick;
@@ -332,8 +333,12 @@ bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
 		}
 		agg[k] = decode_rate(f, kv, nseq[k], quick ? 16 : 48, V);
 	}
-	/* depth: fill the last min(d, W) positions, then decode */
+	/* depth: fill the last min(d, W) positions, then decode (only on the
+	 * rows marked deep: filling 4096 positions twice takes minutes) */
 	for (k = 0; k < 3; k++) {
+		depth[k] = 0.0;
+		if (!r->deep)
+			continue;
 		int fill = depths[k] < 4096 ? depths[k] : 4096;
 
 		kvcache_reset(kv[0], depths[k] - fill);
@@ -345,7 +350,7 @@ bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
 	}
 	/* snapshot a full window to a file (fsync), restore it */
 	snprintf(snap, sizeof snap, "%s/%s.kv", dir, r->name);
-	{
+	if (r->deep) {
 		struct snap_file sf;
 
 		sf.fd = open(snap, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -371,7 +376,8 @@ bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
 	    100 * P / r->ref_prefill, D, 100 * D / r->ref_decode, ceiling,
 	    100 * D / ceiling, agg[0], agg[1], agg[2], agg[3],
 	    agg[3] / agg[0], depth[0], depth[1], depth[2], t_save, t_restore,
-	    t_reprefill, 100 * t_restore / t_reprefill, ru.ru_maxrss / 1024);
+	    t_reprefill, t_reprefill > 0 ? 100 * t_restore / t_reprefill : 0.0,
+	    ru.ru_maxrss / 1024);
 	fflush(stdout);
 	fprintf(js, "%s    {\"model\": \"%s\", \"shape\": \"%s\", \"type\": "
 	    "\"%s\", \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, "

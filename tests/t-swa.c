@@ -373,30 +373,123 @@ test_snapshots(struct model *m, struct model *other, const char *what)
 }
 
 static struct model *
-make_model(const char *dir, const char *name, uint32_t experts,
-    enum ggml_type type, uint64_t seed)
+make_model_p(const char *dir, const char *name, struct mkmodel_params *pp)
 {
-	struct mkmodel_params p;
 	struct model *m;
 	char path[600], err[512];
 
-	mkmodel_defaults(&p);
-	p.dim = 64;
-	p.n_heads = 2;
-	p.n_kv_heads = 1;	/* head 32, GQA 2:1, q8_0 cache possible */
-	p.ffn_dim = 96;
-	p.n_vocab = 300;
-	p.n_experts = experts;
-	p.n_experts_used = experts ? 2 : 0;
-	p.type = type;
-	p.seed = seed;
 	snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (mkmodel_write(&p, path, err, sizeof err) != 0 ||
+	if (mkmodel_write(pp, path, err, sizeof err) != 0 ||
 	    model_load(path, &m, err, sizeof err) != 0) {
 		tap_ok(0, "model %s: %s", name, err);
 		return NULL;
 	}
 	return m;
+}
+
+static void
+small_params(struct mkmodel_params *p, uint32_t experts, enum ggml_type type,
+    uint64_t seed)
+{
+	mkmodel_defaults(p);
+	p->dim = 64;
+	p->n_heads = 2;
+	p->n_kv_heads = 1;	/* head 32, GQA 2:1, q8_0 cache possible */
+	p->ffn_dim = 96;
+	p->n_vocab = 300;
+	p->n_experts = experts;
+	p->n_experts_used = experts ? 2 : 0;
+	p->type = type;
+	p->seed = seed;
+}
+
+static struct model *
+make_model(const char *dir, const char *name, uint32_t experts,
+    enum ggml_type type, uint64_t seed)
+{
+	struct mkmodel_params p;
+
+	small_params(&p, experts, type, seed);
+	return make_model_p(dir, name, &p);
+}
+
+/*
+ * Where W comes from: explicit, then the GGUF's sliding_window, then a
+ * known SWA checkpoint by name, else the context length; and the two
+ * other layouts seen in the wild (tied output, per-expert tensors) give
+ * the same model as the reference computes.
+ */
+static void
+test_window_sources(const char *dir)
+{
+	struct mkmodel_params p;
+	struct model *m;
+	uint32_t V, w;
+	int exact;
+	int32_t tok[40];
+	float *a, *b;
+
+	small_params(&p, 0, GGML_TYPE_F32, 8);
+	p.ctx_len = 512;
+	if ((m = make_model_p(dir, "full.gguf", &p)) != NULL) {
+		w = model_window(m, 0, 0, &exact);
+		tap_ok(w == 512 && exact && model_swa_source(m) ==
+		    MODEL_SWA_NONE, "full attention: W = context length (%u), "
+		    "exact", w);
+		w = model_window(m, 0, 128, &exact);
+		tap_ok(w == 128 && !exact, "capped by configuration: W = 128, "
+		    "evicting");
+		w = model_window(m, 64, 0, &exact);
+		tap_ok(w == 64 && !exact, "explicit W = 64 on a full-attention "
+		    "model: evicting");
+		model_free(m);
+	}
+	p.sliding_window = 48;
+	if ((m = make_model_p(dir, "swa.gguf", &p)) != NULL) {
+		w = model_window(m, 0, 0, &exact);
+		tap_ok(w == 48 && exact && model_swa_source(m) == MODEL_SWA_GGUF,
+		    "llama.attention.sliding_window 48 is the window, exact");
+		w = model_window(m, 100, 0, &exact);
+		tap_ok(w == 100 && exact, "a wider explicit window on an SWA "
+		    "model is still exact");
+		model_free(m);
+	}
+	p.sliding_window = 0;
+	p.name = "mistralai_mistral-7b-instruct-v0.1";
+	if ((m = make_model_p(dir, "v01.gguf", &p)) != NULL) {
+		w = model_window(m, 0, 0, &exact);
+		tap_ok(w == 4096 && model_swa_source(m) == MODEL_SWA_KNOWN,
+		    "Mistral 7B v0.1 recognised by name: W = 4096");
+		model_free(m);
+	}
+	p.name = "mistralai_mistral-7b-instruct-v0.2";
+	if ((m = make_model_p(dir, "v02.gguf", &p)) != NULL) {
+		tap_ok(model_swa_source(m) == MODEL_SWA_NONE,
+		    "Mistral 7B v0.2 is a full-attention model");
+		model_free(m);
+	}
+
+	/* tied output and per-expert tensors against the reference */
+	p.name = NULL;
+	small_params(&p, 4, GGML_TYPE_Q8_0, 9);
+	p.split_experts = 1;
+	p.tied_output = 1;
+	if ((m = make_model_p(dir, "split-tied.gguf", &p)) == NULL)
+		return;
+	V = model_hparams(m)->n_vocab;
+	a = malloc((size_t)40 * V * sizeof *a);
+	b = malloc((size_t)40 * V * sizeof *b);
+	make_tokens(tok, 40, V, 77);
+	fwd_create(m, 256, 2, &fw);
+	cached(m, 16, 1, KV_TYPE_F32, 0, tok, 40, 9, a);
+	model_forward_reference(m, tok, 40, 0, 16, 1, b);
+	tap_ok(max_diff(a, b, (size_t)40 * V) < 1e-3, "per-expert MoE tensors "
+	    "and tied output embeddings load and match the reference (max "
+	    "diff %.2g)", max_diff(a, b, (size_t)40 * V));
+	fwd_free(fw);
+	free(a);
+	free(b);
+	model_free(m);
 }
 
 int
@@ -436,6 +529,7 @@ main(void)
 	model_free(dense);
 	model_free(moe);
 	model_free(dq);
+	test_window_sources(dir);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);
