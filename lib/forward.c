@@ -43,10 +43,21 @@ struct fwd_seqrun {
 	int64_t		 p0;	/* position of the first token */
 };
 
+/* A block of consecutive queries of one run, attended to together. */
+#define FWD_QBLOCK 32
+
+struct fwd_qblock {
+	int32_t		 run;
+	int32_t		 i0;		/* first token in the piece */
+	int32_t		 n;
+};
+
 struct fwd_thread {
-	float		*scores;	/* (n_rep, keys) */
-	size_t		 scores_cap;	/* floats */
-	float		*kbuf;		/* (head_dim) */
+	float		*scores;	/* (keys) */
+	float		*kb;		/* (keys, head_dim) gathered keys */
+	float		*vb;		/* (keys, head_dim) gathered values */
+	int64_t		*kpos;		/* (keys) their positions */
+	size_t		 keys_cap;
 	void		*mm;		/* quant_matmul scratch */
 	size_t		 mm_cap;
 };
@@ -75,6 +86,8 @@ struct fwd {
 	int32_t		*trun;		/* (T) run of each token */
 	struct fwd_seqrun *runs;	/* (T) */
 	int32_t		 n_runs;
+	struct fwd_qblock *qblocks;	/* (T) */
+	int32_t		 n_qblocks;
 
 	/* MoE */
 	float		*rlogits;	/* (T, n_experts) */
@@ -273,138 +286,143 @@ struct fwd_att_job {
 	uint32_t	 layer;
 };
 
-/* Key/value row j of head h for a query of run r: from the run's own
- * (rounded) rows when j >= p0, else from the cache. */
-static const float *
-fwd_att_row(struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
-    int is_v, int64_t j, uint32_t h, float *tmp)
+/*
+ * Gather, dequantized, the keys and values of kv head h that any query of
+ * block b may attend to, in ascending position order: the stored globals,
+ * the ring from the first query's window start, and the run's own rows.
+ * Positions below gend (globals) form a prefix of th->kpos.  Returns the
+ * number of keys.
+ */
+static int64_t
+fwd_att_gather(struct fwd *f, const struct fwd_qblock *b, uint32_t layer,
+    uint32_t h, struct fwd_thread *th, int64_t *n_global)
 {
-	const struct model_hparams *hp = &f->m->hp;
+	const struct fwd_seqrun *r = &f->runs[b->run];
 	const struct kvcache *kv = r->kv;
+	uint32_t hd = f->m->hp.head_dim;
 	enum ggml_type gt = kv_type_ggml(kv->p.type);
-	const uint8_t *row;
+	size_t hoff = quant_row_size(gt, (int64_t)h * hd);
+	int64_t gend = kv->base + kv->p.n_global;
+	int64_t t0 = f->tpos[b->i0], tl = f->tpos[b->i0 + b->n - 1];
+	int64_t wlo = t0 - (int64_t)kv->p.window + 1, j, lo, nk = 0, ng = 0;
 
-	if (j >= r->p0) {
-		const float *src = is_v ? f->v : f->k;
+	/* stored globals, then the ring, from the cache */
+	for (j = kv->base; j < gend && j < r->p0; j++, nk++, ng++) {
+		size_t slot = kvcache_slot_of(kv, j);
 
-		return src + (size_t)(r->t0 + (j - r->p0)) * kv->kv_dim +
-		    (size_t)h * hp->head_dim;
+		quant_dequantize_row(gt, kvcache_k_row(kv, layer, slot) + hoff,
+		    th->kb + nk * hd, hd);
+		quant_dequantize_row(gt, kvcache_v_row(kv, layer, slot) + hoff,
+		    th->vb + nk * hd, hd);
+		th->kpos[nk] = j;
 	}
-	row = is_v ? kvcache_v_row(kv, layer, kvcache_slot_of(kv, j)) :
-	    kvcache_k_row(kv, layer, kvcache_slot_of(kv, j));
-	row += quant_row_size(gt, (int64_t)h * hp->head_dim);
-	quant_dequantize_row(gt, row, tmp, hp->head_dim);
-	return tmp;
+	lo = wlo > gend ? wlo : gend;
+	for (j = lo; j < r->p0; j++, nk++) {
+		size_t slot = kvcache_slot_of(kv, j);
+
+		quant_dequantize_row(gt, kvcache_k_row(kv, layer, slot) + hoff,
+		    th->kb + nk * hd, hd);
+		quant_dequantize_row(gt, kvcache_v_row(kv, layer, slot) + hoff,
+		    th->vb + nk * hd, hd);
+		th->kpos[nk] = j;
+	}
+	/* the run's own (rounded) rows up to the block's last query */
+	for (j = r->p0; j <= tl; j++) {
+		const float *k, *v;
+
+		if (j < wlo && j >= gend)
+			continue;
+		k = f->k + (size_t)(r->t0 + (j - r->p0)) * kv->kv_dim +
+		    (size_t)h * hd;
+		v = f->v + (size_t)(r->t0 + (j - r->p0)) * kv->kv_dim +
+		    (size_t)h * hd;
+		memcpy(th->kb + nk * hd, k, hd * sizeof(float));
+		memcpy(th->vb + nk * hd, v, hd * sizeof(float));
+		th->kpos[nk] = j;
+		if (j < gend)
+			ng++;
+		nk++;
+	}
+	*n_global = ng;
+	return nk;
 }
 
 /*
- * The keys a query at t attends to, as up to three disjoint position
- * ranges: stored globals [a0, a1), ring [b0, b1) (ring positions are never
- * global) and the run's own [c0, c1), of which only those inside the
- * window or global count (the latter only while the globals themselves
- * are being written).
+ * Attention for a block of consecutive queries of one run and the query
+ * heads that share kv head h: the keys are dequantized once per block
+ * (not once per query), then each query scores the ones it may see: the
+ * globals up to its position and the window [t-W+1, t], a contiguous
+ * stretch of the sorted keys.
  */
-struct fwd_keys {
-	int64_t	a0, a1, b0, b1, c0, c1, gend, wlo;
-};
-
 static void
-fwd_keys_of(const struct fwd_seqrun *r, int64_t t, struct fwd_keys *k)
-{
-	const struct kvcache *kv = r->kv;
-
-	k->gend = kv->base + kv->p.n_global;
-	k->wlo = t - (int64_t)kv->p.window + 1;
-	k->a0 = kv->base;
-	k->a1 = k->gend < r->p0 ? k->gend : r->p0;
-	k->b0 = k->wlo > k->gend ? k->wlo : k->gend;
-	k->b1 = r->p0;
-	if (k->b0 > k->b1)
-		k->b0 = k->b1;
-	if (k->a0 > k->a1)
-		k->a0 = k->a1;
-	k->c0 = r->p0;
-	k->c1 = t + 1;
-}
-
-static int
-fwd_key_in_run(const struct fwd_keys *k, int64_t j)
-{
-	return j >= k->wlo || j < k->gend;
-}
-
-static void
-fwd_att_item(struct fwd *f, uint32_t layer, int32_t tok, uint32_t h,
-    struct fwd_thread *th)
+fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
+    uint32_t h, struct fwd_thread *th)
 {
 	const struct model_hparams *hp = &f->m->hp;
-	const struct fwd_seqrun *r = &f->runs[f->trun[tok]];
+	const struct kvcache *kv = f->runs[b->run].kv;
 	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
-	int64_t t = f->tpos[tok], j, nk, idx;
 	const float scale = 1.0f / sqrtf((float)hd);
-	struct fwd_keys k;
-	const float *row;
+	int64_t nk, ng, ng_t, lo, hi, idx, m;
+	int32_t qi;
 
-	fwd_keys_of(r, t, &k);
-	nk = 0;
-	/* scores[g * stride + idx], stride = number of keys */
-	int64_t stride = (k.a1 - k.a0) + (k.b1 - k.b0) + (k.c1 - k.c0);
-	float *sc = th->scores;
+	nk = fwd_att_gather(f, b, layer, h, th, &ng);
+	lo = ng;
+	hi = ng;
+	for (qi = 0; qi < b->n; qi++) {
+		int32_t tok = b->i0 + qi;
+		int64_t t = f->tpos[tok];
+		int64_t wlo = t - (int64_t)kv->p.window + 1;
 
-#define FWD_EACH_KEY(body) do {						\
-	for (j = k.a0; j < k.a1; j++) { body }				\
-	for (j = k.b0; j < k.b1; j++) { body }				\
-	for (j = k.c0; j < k.c1; j++)					\
-		if (fwd_key_in_run(&k, j)) { body }			\
-} while (0)
-
-	FWD_EACH_KEY({
-		row = fwd_att_row(f, r, layer, 0, j, h, th->kbuf);
+		for (ng_t = 0; ng_t < ng && th->kpos[ng_t] <= t; ng_t++)
+			;
+		while (lo < nk && th->kpos[lo] < wlo)
+			lo++;
+		while (hi < nk && th->kpos[hi] <= t)
+			hi++;
+		if (hi < lo)
+			hi = lo;
 		for (g = 0; g < rep; g++) {
 			const float *q = f->q + (size_t)tok * hp->n_heads * hd +
 			    (size_t)(h * rep + g) * hd;
+			float *out = f->att + (size_t)tok * hp->n_heads * hd +
+			    (size_t)(h * rep + g) * hd;
+			float *sc = th->scores, mx = -INFINITY, sum = 0.0f;
 
-			sc[g * stride + nk] = vec_dot_f32(q, row, hd) * scale;
+			m = 0;
+			for (idx = 0; idx < ng_t; idx++)
+				sc[m++] = vec_dot_f32(q, th->kb + idx * hd, hd) *
+				    scale;
+			for (idx = lo; idx < hi; idx++)
+				sc[m++] = vec_dot_f32(q, th->kb + idx * hd, hd) *
+				    scale;
+			for (idx = 0; idx < m; idx++)
+				if (sc[idx] > mx)
+					mx = sc[idx];
+			for (idx = 0; idx < m; idx++) {
+				sc[idx] = expf(sc[idx] - mx);
+				sum += sc[idx];
+			}
+			memset(out, 0, hd * sizeof(float));
+			m = 0;
+			for (idx = 0; idx < ng_t; idx++)
+				vec_axpy_f32(out, sc[m++] / sum,
+				    th->vb + idx * hd, hd);
+			for (idx = lo; idx < hi; idx++)
+				vec_axpy_f32(out, sc[m++] / sum,
+				    th->vb + idx * hd, hd);
 		}
-		nk++;
-	});
-
-	for (g = 0; g < rep; g++) {
-		float *s = sc + g * stride, mx = -INFINITY, sum = 0.0f;
-
-		for (idx = 0; idx < nk; idx++)
-			if (s[idx] > mx)
-				mx = s[idx];
-		for (idx = 0; idx < nk; idx++) {
-			s[idx] = expf(s[idx] - mx);
-			sum += s[idx];
-		}
-		for (idx = 0; idx < nk; idx++)
-			s[idx] /= sum;
-		memset(f->att + (size_t)tok * hp->n_heads * hd +
-		    (size_t)(h * rep + g) * hd, 0, hd * sizeof(float));
 	}
-
-	nk = 0;
-	FWD_EACH_KEY({
-		row = fwd_att_row(f, r, layer, 1, j, h, th->kbuf);
-		for (g = 0; g < rep; g++)
-			vec_axpy_f32(f->att + (size_t)tok * hp->n_heads * hd +
-			    (size_t)(h * rep + g) * hd, sc[g * stride + nk],
-			    row, hd);
-		nk++;
-	});
-#undef FWD_EACH_KEY
 }
 
-/* One item: one token's query heads that share kv head (item % nkv). */
+/* One item: one block of queries and the query heads sharing kv head
+ * (item % nkv). */
 static void
 fwd_att_cb(void *arg, long item, int ith)
 {
 	struct fwd_att_job *j = arg;
 	long nkv = (long)j->f->m->hp.n_kv_heads;
 
-	fwd_att_item(j->f, j->layer, (int32_t)(item / nkv),
+	fwd_att_block(j->f, j->layer, &j->f->qblocks[item / nkv],
 	    (uint32_t)(item % nkv), &j->f->th[ith]);
 }
 
@@ -596,7 +614,8 @@ fwd_layer(struct fwd *f, uint32_t l, int32_t n)
 
 	aj.f = f;
 	aj.layer = l;
-	pool_run(f->pool, fwd_att_cb, &aj, (long)n * hp->n_kv_heads);
+	pool_run(f->pool, fwd_att_cb, &aj, (long)f->n_qblocks *
+	    hp->n_kv_heads);
 	fwd_store_kv(f, l);
 
 	fwd_matmul(f, &ly->wo, f->att, n, f->xb2);
@@ -613,22 +632,34 @@ fwd_layer(struct fwd *f, uint32_t l, int32_t n)
 		fwd_ffn_moe(f, ly, n);
 }
 
-/* Grow every thread's score buffer to hold `floats`. */
+/* Grow every thread's attention scratch to hold `keys` keys. */
 static int
-fwd_reserve_scores(struct fwd *f, size_t floats)
+fwd_reserve_keys(struct fwd *f, size_t keys)
 {
+	size_t hd = f->m->hp.head_dim;
 	int i;
 
 	for (i = 0; i < f->n_threads; i++) {
 		struct fwd_thread *th = &f->th[i];
-		float *p;
+		void *a, *b, *c, *d;
 
-		if (th->scores_cap >= floats)
+		if (th->keys_cap >= keys)
 			continue;
-		if ((p = realloc(th->scores, floats * sizeof *p)) == NULL)
+		a = realloc(th->scores, keys * sizeof *th->scores);
+		if (a != NULL)
+			th->scores = a;
+		b = realloc(th->kb, keys * hd * sizeof *th->kb);
+		if (b != NULL)
+			th->kb = b;
+		c = realloc(th->vb, keys * hd * sizeof *th->vb);
+		if (c != NULL)
+			th->vb = c;
+		d = realloc(th->kpos, keys * sizeof *th->kpos);
+		if (d != NULL)
+			th->kpos = d;
+		if (a == NULL || b == NULL || c == NULL || d == NULL)
 			return -ENOMEM;
-		th->scores = p;
-		th->scores_cap = floats;
+		th->keys_cap = keys;
 	}
 	return 0;
 }
@@ -664,14 +695,23 @@ fwd_plan(struct fwd *f, const int32_t *tokens, struct kvcache *const *seqs,
 		f->trun[i] = r;
 		f->tpos[i] = f->runs[r].p0 + f->runs[r].n++;
 	}
+	f->n_qblocks = 0;
 	for (r = 0; r < f->n_runs; r++) {
 		const struct kv_params *p = &f->runs[r].kv->p;
 
-		keys = (size_t)p->window + p->n_global + f->runs[r].n;
+		keys = (size_t)p->window + p->n_global + FWD_QBLOCK;
 		if (keys > need)
 			need = keys;
+		for (i = 0; i < f->runs[r].n; i += FWD_QBLOCK) {
+			struct fwd_qblock *b = &f->qblocks[f->n_qblocks++];
+
+			b->run = r;
+			b->i0 = f->runs[r].t0 + i;
+			b->n = f->runs[r].n - i < FWD_QBLOCK ?
+			    f->runs[r].n - i : FWD_QBLOCK;
+		}
 	}
-	return fwd_reserve_scores(f, need * (hp->n_heads / hp->n_kv_heads));
+	return fwd_reserve_keys(f, need);
 }
 
 static int
@@ -834,6 +874,7 @@ fwd_create(const struct model *m, int max_tokens, int n_threads,
 	FWD_ALLOC(f->tpos, T);
 	FWD_ALLOC(f->trun, T);
 	FWD_ALLOC(f->runs, T);
+	FWD_ALLOC(f->qblocks, T);
 	FWD_ALLOC(f->rlogits, T * E);
 	FWD_ALLOC(f->sel, T * K);
 	FWD_ALLOC(f->selw, T * K);
@@ -845,8 +886,6 @@ fwd_create(const struct model *m, int max_tokens, int n_threads,
 	FWD_ALLOC(f->ye, T * hp->dim);
 	FWD_ALLOC(f->want, T);
 	FWD_ALLOC(f->th, (size_t)n_threads);
-	for (i = 0; i < (uint32_t)n_threads; i++)
-		FWD_ALLOC(f->th[i].kbuf, hp->head_dim);
 #undef FWD_ALLOC
 	for (i = 0; i < hp->n_rot / 2; i++)
 		f->inv_freq[i] = pow((double)hp->rope_base,
@@ -869,7 +908,9 @@ fwd_free(struct fwd *f)
 	if (f->th != NULL)
 		for (i = 0; i < f->n_threads; i++) {
 			free(f->th[i].scores);
-			free(f->th[i].kbuf);
+			free(f->th[i].kb);
+			free(f->th[i].vb);
+			free(f->th[i].kpos);
 			free(f->th[i].mm);
 		}
 	free(f->th);
@@ -889,6 +930,7 @@ fwd_free(struct fwd *f)
 	free(f->tpos);
 	free(f->trun);
 	free(f->runs);
+	free(f->qblocks);
 	free(f->rlogits);
 	free(f->sel);
 	free(f->selw);
