@@ -41,6 +41,10 @@
  *    possible stop-string prefix is sent then.  On the way out the worker
  *    serialises the cache delta for persistence, between steps, so the
  *    cache is never read while it is written.
+ * 5. When the model file breaks under a step (watch.c), nothing is
+ *    sampled from that step, every job fails with -EIO, and the jobs that
+ *    took part are marked cache_bad: their caches are not serialised,
+ *    since the step may have written garbage into them.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -234,6 +238,8 @@ engine_job_finish(struct engine *e, struct engine_job *job,
 	sampler_save(job->sampler, job->sampler_state, job->sampler_len);
 	job->kv_pos = kvcache_pos(job->kv);
 	job->evicted_after = kvcache_evicted(job->kv);
+	if (job->cache_bad)
+		job->snap_since = -1;
 	if (job->snap_since >= 0) {
 		/* A rebuilt cache no longer continues the stored chain. */
 		if (job->rebuilt)
@@ -262,6 +268,8 @@ engine_job_start(struct engine *e, struct engine_job *job)
 	int rc;
 
 	job->t_start = engine_now_ms();
+	if (watch_state_now() != WATCH_OK)
+		return -EIO;
 	if (job->restore != NULL) {
 		rc = kvcache_restore_buf(job->kv, job->restore,
 		    job->restore_len);
@@ -462,6 +470,21 @@ engine_step(struct engine *e)
 			TAILQ_REMOVE(&e->active, job, entry);
 			e->n_active--;
 			engine_job_finish(e, job, PROTO_FINISH_ERROR, rows);
+		}
+		return 1;
+	}
+
+	if (watch_state_now() != WATCH_OK) {
+		/* The model file broke under this step (watch.c): its logits
+		 * are garbage and so may be what it wrote into the caches. */
+		for (int i = 0; i < n; i++) {
+			if (e->plan_take[i] > 0)
+				e->plan_jobs[i]->cache_bad = 1;
+		}
+		TAILQ_FOREACH_SAFE(job, &e->active, entry, tmp) {
+			TAILQ_REMOVE(&e->active, job, entry);
+			e->n_active--;
+			engine_job_finish(e, job, PROTO_FINISH_ERROR, -EIO);
 		}
 		return 1;
 	}

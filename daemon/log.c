@@ -103,6 +103,13 @@ log_open(int level, const char *path)
 	return 0;
 }
 
+/* The descriptor lines go to; a signal handler may write(2) to it. */
+int
+log_fileno(void)
+{
+	return log_fd;
+}
+
 /* Append to a line buffer, clamping at its end. */
 static void
 log_append(char *line, size_t cap, size_t *len, int n)

@@ -136,6 +136,7 @@ main_flushed(void *arg)
 	engine = NULL;
 	server_close_clients();
 	residency_close();
+	watch_stop();
 	uv_close((uv_handle_t *)&main_sigterm, main_close_cb);
 	uv_close((uv_handle_t *)&main_sigint, main_close_cb);
 	uv_close((uv_handle_t *)&main_sighup, main_close_cb);
@@ -284,9 +285,10 @@ main(int argc, char **argv)
 	for (char *line = strtok(summary, "\n"); line != NULL;
 	    line = strtok(NULL, "\n"))
 		log_info("model: %s", line);
-	free(demo);
 
 	loop = uv_default_loop();
+	watch_start(loop, path);
+	free(demo);
 	if (residency_open(loop, &cause) != 0)
 		fatalx("session store in %s: %s", cfg.state_dir, cause);
 	threads = cfg.threads > 0 ? (int)cfg.threads :

@@ -123,7 +123,9 @@ method_status(struct request *req)
 	}
 	snprintf(server, sizeof server, "mistrald %s", PACKAGE_VERSION);
 	reply_begin(&r, req->msgid);
-	msgpack_pack_map(&r.pk, 12);
+	msgpack_pack_map(&r.pk, 12 + (watch_error() != NULL));
+	if (watch_error() != NULL)
+		proto_pack_kv_str(&r.pk, "model_error", watch_error());
 	proto_pack_kv_str(&r.pk, "server", server);
 	proto_pack_cstr(&r.pk, "proto");
 	method_pack_version(&r.pk);

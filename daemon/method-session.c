@@ -120,9 +120,10 @@ method_session_str(struct request *req, const char *key, size_t max,
 	rc = proto_arg_str(req->args, key, &p, &len);
 	if (rc == PROTO_ARG_MISSING)
 		return 0;
-	if (rc != PROTO_ARG_OK || len > max || memchr(p, '\0', len) != NULL) {
+	if (rc != PROTO_ARG_OK || len > max || memchr(p, '\0', len) != NULL ||
+	    !proto_utf8_valid(p, len)) {
 		reply_error(req->c, req->msgid, PROTO_E_INVALID_PARAMS,
-		    "argument '%s' must be a string of at most %zu bytes "
+		    "argument '%s' must be UTF-8 text of at most %zu bytes "
 		    "without NUL", key, max);
 		return -1;
 	}
@@ -181,9 +182,11 @@ method_session_apply(struct request *req, const msgpack_object *args,
 	*rerender = 0;
 	rc = proto_arg_str(args, "system", &sys, &len);
 	if (rc == PROTO_ARG_OK) {
-		if (memchr(sys, '\0', len) != NULL || len > cfg.max_message) {
+		if (memchr(sys, '\0', len) != NULL || len > cfg.max_message ||
+		    !proto_utf8_valid(sys, len)) {
 			reply_error(req->c, req->msgid, PROTO_E_INVALID_PARAMS,
-			    "argument 'system' contains a NUL byte");
+			    "argument 'system' must be UTF-8 text without NUL "
+			    "bytes");
 			return -1;
 		}
 		if (s->params.system_prompt == NULL ||
@@ -658,7 +661,8 @@ method_session_import(struct request *req)
 		    strcmp(role, "prompt") != 0 &&
 		    strcmp(role, "completion") != 0) ||
 		    proto_arg_str(m, "text", &text, &len) != PROTO_ARG_OK ||
-		    memchr(text, '\0', len) != NULL) {
+		    memchr(text, '\0', len) != NULL ||
+		    !proto_utf8_valid(text, len)) {
 			reply_error(req->c, req->msgid, PROTO_E_INVALID_PARAMS,
 			    "document: messages[%u] must be {role: user|"
 			    "assistant|prompt|completion, text: str}", i);

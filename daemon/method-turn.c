@@ -62,9 +62,9 @@ method_turn_text(struct request *req, const char *key)
 
 	if (proto_arg_str(req->args, key, &p, &len) != PROTO_ARG_OK)
 		p = "", len = 0;
-	if (memchr(p, '\0', len) != NULL) {
+	if (memchr(p, '\0', len) != NULL || !proto_utf8_valid(p, len)) {
 		reply_error(req->c, req->msgid, PROTO_E_INVALID_PARAMS,
-		    "argument '%s' contains a NUL byte", key);
+		    "argument '%s' must be UTF-8 text without NUL bytes", key);
 		return NULL;
 	}
 	return xstrndup(p, len);
@@ -261,7 +261,10 @@ method_generate_oneoff(struct request *req, struct turn *t)
 		kp.type = KV_TYPE_F16;
 	t->kv_charge = kvcache_size_for(model, &kp);
 	if (residency_reserve(t->kv_charge, NULL) != 0) {
-		turn_fail(t, PROTO_E_NO_MEMORY, "the KV memory budget is full");
+		turn_fail(t, PROTO_E_NO_MEMORY, "the KV memory budget is full "
+		    "(kv-budget, %llu MiB, in use by busy or unsaved "
+		    "sessions); try again shortly",
+		    (unsigned long long)(cfg.kv_budget >> 20));
 		return 0;
 	}
 	if ((rc = kvcache_create(model, &kp, &t->job.kv)) != 0) {

@@ -30,6 +30,8 @@ struct method_arg {
 };
 
 #define METHOD_SERVING	0x1	/* refused once shutting down */
+#define METHOD_MODEL	0x2	/* runs the model: refused once the model
+				   file is damaged (watch.c) */
 
 struct method_entry {
 	const struct method_arg	*args;		/* ends with a NULL name */
@@ -108,13 +110,13 @@ static const struct method_entry method_table[PROTO_M_COUNT] = {
 		.args = args_session, .handler = method_session_export },
 	[PROTO_M_SESSION_IMPORT] = {
 		.args = args_import, .handler = method_session_import,
-		.flags = METHOD_SERVING },
+		.flags = METHOD_SERVING | METHOD_MODEL },
 	[PROTO_M_CHAT] = {
 		.args = args_chat, .handler = method_chat,
-		.flags = METHOD_SERVING },
+		.flags = METHOD_SERVING | METHOD_MODEL },
 	[PROTO_M_GENERATE] = {
 		.args = args_generate, .handler = method_generate,
-		.flags = METHOD_SERVING },
+		.flags = METHOD_SERVING | METHOD_MODEL },
 	[PROTO_M_CANCEL] = {
 		.args = args_cancel, .handler = method_cancel },
 	[PROTO_M_TOKENIZE] = {
@@ -164,6 +166,17 @@ reply_error(struct client *c, uint32_t msgid, int code, const char *fmt, ...)
 		va_start(ap, fmt);
 		xvasprintf(&msg, fmt, ap);
 		va_end(ap);
+		/* A message may quote what the client sent (a session key, a
+		 * method name), which need not be UTF-8; ours must be. */
+		if (!proto_utf8_valid(msg, strlen(msg))) {
+			size_t len = strlen(msg), cap = 3 * len + 1;
+			char *fixed = xmalloc(cap);
+
+			fixed[proto_utf8_repair(msg, len, fixed, cap - 1)] =
+			    '\0';
+			free(msg);
+			msg = fixed;
+		}
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -217,8 +230,9 @@ method_dispatch(struct client *c, const struct proto_msg *m)
 	id = proto_method_find(m->method, m->method_len);
 	if (id < 0 || id >= PROTO_M_COUNT || method_table[id].handler == NULL) {
 		reply_error(c, m->msgid, PROTO_E_METHOD_NOT_FOUND,
-		    "unknown method \"%.*s\"", (int)(m->method_len > 64 ? 64 :
-		    m->method_len), m->method);
+		    "unknown method \"%.*s\"", (int)proto_utf8_complete(
+		    m->method, m->method_len > 64 ? 64 : m->method_len),
+		    m->method);
 		return;
 	}
 	e = &method_table[id];
@@ -235,6 +249,11 @@ method_dispatch(struct client *c, const struct proto_msg *m)
 	if ((e->flags & METHOD_SERVING) && shutting_down) {
 		reply_error(c, m->msgid, PROTO_E_UNAVAILABLE,
 		    "the daemon is shutting down");
+		return;
+	}
+	if ((e->flags & METHOD_MODEL) && watch_error() != NULL) {
+		reply_error(c, m->msgid, PROTO_E_UNAVAILABLE, "%s",
+		    watch_error());
 		return;
 	}
 	req.c = c;

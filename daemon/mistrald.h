@@ -71,6 +71,7 @@ enum {
 };
 int	 log_level_parse(const char *);
 int	 log_open(int, const char *);
+int	 log_fileno(void);
 void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
@@ -139,12 +140,19 @@ struct client {
 	pid_t			 pid;
 	int			 closing;
 	uint64_t		 closing_since;	/* uv_now() */
+	int			 refused;	/* over max-connections: its
+						   first request gets an error */
+	int			 reading;	/* uv_read_start()ed */
+	uint64_t		 last_read;	/* uv_now() of the last bytes */
+	uint64_t		 since;		/* uv_now() at accept */
 	uint8_t			*rbuf;		/* unread input */
 	size_t			 rlen, rcap;
 	size_t			 need;		/* scan again at this length */
 	int			 n_requests;	/* running (turns) */
 	struct turn_list	 turns;
-	int			 over;		/* write queue over the mark */
+	size_t			 queued;	/* output not yet written, with
+						   its bookkeeping */
+	int			 over;		/* queued over the mark */
 	uint64_t		 over_since;	/* uv_now() when it went over */
 	TAILQ_ENTRY(client)	 entry;
 };
@@ -284,6 +292,8 @@ struct engine_job {
 	void			*snap;		/* malloc'd delta, or NULL */
 	size_t			 snap_len;
 	int			 snap_err;
+	int			 cache_bad;	/* the model broke under a step
+						   that fed it: not saved */
 	void			*sampler_state;	/* malloc'd */
 	size_t			 sampler_len;
 };
@@ -474,6 +484,18 @@ extern char		*blas_core;
 
 const struct tokenizer *daemon_tokenizer(void);
 void	 daemon_shutdown_check(void);
+
+/* ---- watch.c: the model file changing under the daemon's feet -------- */
+
+enum {
+	WATCH_OK,
+	WATCH_TRUNCATED,	/* SIGBUS in the mapping, or a smaller size */
+	WATCH_MODIFIED,		/* rewritten in place */
+};
+void	 watch_start(uv_loop_t *, const char *);
+int	 watch_state_now(void);
+const char *watch_error(void);
+void	 watch_stop(void);
 
 /* ---- demo.c ---------------------------------------------------------- */
 

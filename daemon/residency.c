@@ -309,9 +309,9 @@ residency_make_resident(struct session *s, int *need_load, char **cause)
 		return -1;
 	}
 	if (residency_reserve(bytes, s) != 0) {
-		xasprintf(cause, "the KV memory budget is full (%llu MiB in "
-		    "use by busy or unsaved sessions); try again shortly",
-		    (unsigned long long)(kv_resident_bytes >> 20));
+		xasprintf(cause, "the KV memory budget is full (kv-budget, "
+		    "%llu MiB in use by busy or unsaved sessions); try again "
+		    "shortly", (unsigned long long)(kv_resident_bytes >> 20));
 		return -1;
 	}
 	if ((rc = kvcache_create(model, &kp, &s->kv)) != 0) {

@@ -15,22 +15,44 @@
  * 2. Closing after an error reply goes through uv_shutdown, so the reply
  *    is written before the close (uv_close would cancel pending writes).
  * 3. Backpressure: uv_write queues without limit, so after every send the
- *    queue size is checked against write-buffer.  Over it, the client's
- *    turns are paused (the engine skips them) until the queue drains to
- *    half; a client that stays over for SERVER_STALL_MS is dropped.
+ *    output not yet written (c->queued: the bytes plus each write's
+ *    bookkeeping, so that a stream of tiny token notifications is counted
+ *    at what it really costs) is checked against write-buffer, and each
+ *    message's buffer is trimmed to its length before it is queued
+ *    (msgpack's sbuffer allocates 8 KiB at least).  Over it, the client's
+ *    turns are paused (the engine skips them) and its input is neither
+ *    read nor handled (a client pipelining requests without reading the
+ *    replies would otherwise grow the queue without bound), until the
+ *    queue drains to half; a client that stays over for SERVER_STALL_MS
+ *    is dropped.
  * 4. The socket: the path length is checked (libuv silently truncates past
  *    sun_path), the parent directory is created 0755, a leftover socket is
  *    probed with connect(): refused means stale (removed), accepted means
  *    another daemon is live (we refuse to start).  It is created 0660
  *    under a umask and chmod()ed again (uv_pipe_chmod can only make 0777),
  *    and given socket-group when configured.
+ * 5. Input memory: a connection's buffer is freed whenever it holds no
+ *    unread bytes, so idle connections cost none.  Growing one past
+ *    SERVER_READ_CHUNK (for a large message) draws on one budget shared by
+ *    all connections (server_input_budget); a connection that would
+ *    overdraw it is refused (UNAVAILABLE) rather than let many clients
+ *    that each send most of a maximum-size message hold max-connections
+ *    times max-message bytes.  A connection that sent part of a message
+ *    and then nothing for SERVER_STALL_MS is dropped.
+ * 6. max-connections: one connection over the limit is still accepted,
+ *    so that its first request can be answered with a clear
+ *    LIMIT_EXCEEDED error, then closed; it is closed anyway after
+ *    SERVER_REFUSED_MS.  Past SERVER_REFUSED_MAX such connections, more
+ *    are closed at once.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include <errno.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +63,16 @@
 #define SERVER_STALL_MS		30000	/* a client over the mark this long
 					   is dropped */
 #define SERVER_READ_CHUNK	65536
+#define SERVER_REFUSED_MS	5000	/* a refused connection's grace */
+#define SERVER_REFUSED_MAX	64	/* refused connections kept open */
 
 struct server_write {
 	uv_write_t	 req;
 	char		*data;
 	size_t		 len;
 };
+/* What a queued write costs besides its bytes (malloc headers too). */
+#define SERVER_WRITE_COST	(sizeof(struct server_write) + 32)
 
 static uv_pipe_t	 server_pipe;
 static int		 server_open;
@@ -54,16 +80,44 @@ static int		 server_activated;	/* fd from systemd */
 static uv_timer_t	 server_timer;
 static TAILQ_HEAD(, client) server_clients =
     TAILQ_HEAD_INITIALIZER(server_clients);
-static int		 server_nclients;
+static int		 server_nclients;	/* including refused ones */
+static int		 server_nrefused;
+static size_t		 server_input_big;	/* bytes of input buffers past
+						   SERVER_READ_CHUNK */
+static int		 server_trim;		/* big buffers were freed */
 static uint64_t		 server_next_id = 1;
 
 static void	server_client_close_cb(uv_handle_t *);
 static void	server_write_cb(uv_write_t *, int);
+static void	server_process(struct client *);
 
 int
 server_n_clients(void)
 {
-	return server_nclients;
+	return server_nclients - server_nrefused;
+}
+
+/* The shared budget for large input buffers (DESIGN 5). */
+static size_t
+server_input_budget(void)
+{
+	size_t one = cfg.max_message + SERVER_READ_CHUNK;
+
+	return one * 4 > (64u << 20) ? one * 4 : 64u << 20;
+}
+
+/* Free or set c's input buffer, keeping server_input_big right. */
+static void
+server_rbuf_set(struct client *c, uint8_t *buf, size_t cap)
+{
+	if (c->rcap > SERVER_READ_CHUNK) {
+		server_input_big -= c->rcap - SERVER_READ_CHUNK;
+		server_trim = 1;
+	}
+	if (cap > SERVER_READ_CHUNK)
+		server_input_big += cap - SERVER_READ_CHUNK;
+	c->rbuf = buf;
+	c->rcap = cap;
 }
 
 /* Is uid (primary group gid) root or in admin-group? */
@@ -114,7 +168,10 @@ server_send(struct client *c, msgpack_sbuffer *sb)
 	}
 	w = xmalloc(sizeof *w);
 	w->len = sb->size;
+	q = sb->alloc;
 	w->data = msgpack_sbuffer_release(sb);
+	if (q > w->len + 64 && w->len > 0)
+		w->data = xrealloc(w->data, w->len);
 	w->req.data = w;
 	buf = uv_buf_init(w->data, (unsigned)w->len);
 	if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1,
@@ -124,7 +181,8 @@ server_send(struct client *c, msgpack_sbuffer *sb)
 		server_client_close(c);
 		return;
 	}
-	q = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+	c->queued += w->len + SERVER_WRITE_COST;
+	q = c->queued;
 	if (!c->over && q > cfg.write_buffer) {
 		c->over = 1;
 		c->over_since = uv_now(loop);
@@ -140,6 +198,7 @@ server_write_cb(uv_write_t *req, int status)
 	struct server_write *w = req->data;
 	struct client *c = (struct client *)req->handle;
 
+	c->queued -= w->len + SERVER_WRITE_COST;
 	free(w->data);
 	free(w);
 	if (status != 0) {
@@ -149,10 +208,10 @@ server_write_cb(uv_write_t *req, int status)
 		server_client_close(c);
 		return;
 	}
-	if (c->over && uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe)
-	    <= cfg.write_buffer / 2) {
+	if (c->over && c->queued <= cfg.write_buffer / 2) {
 		c->over = 0;
 		turn_pause(c, 0);
+		server_process(c);
 	}
 }
 
@@ -195,17 +254,24 @@ server_client_close_cb(uv_handle_t *h)
 
 	TAILQ_REMOVE(&server_clients, c, entry);
 	server_nclients--;
+	if (c->refused)
+		server_nrefused--;
 	log_debug("client %llu: closed", (unsigned long long)c->id);
 	free(c->rbuf);
+	server_rbuf_set(c, NULL, 0);
 	free(c);
 	daemon_shutdown_check();
 }
 
+/*
+ * Hand libuv room for the next read.  A zero-length buffer makes libuv
+ * report UV_ENOBUFS to server_read_cb: the shared budget is spent.
+ */
 static void
 server_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct client *c = (struct client *)h;
-	size_t max = cfg.max_message + SERVER_READ_CHUNK, cap;
+	size_t max = cfg.max_message + SERVER_READ_CHUNK, cap, more;
 
 	if (c->rcap - c->rlen < SERVER_READ_CHUNK && c->rcap < max) {
 		cap = c->rcap ? c->rcap * 2 : SERVER_READ_CHUNK;
@@ -213,8 +279,14 @@ server_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 			cap = c->rlen + SERVER_READ_CHUNK;
 		if (cap > max)
 			cap = max;
-		c->rbuf = xrealloc(c->rbuf, cap);
-		c->rcap = cap;
+		more = cap - (c->rcap > SERVER_READ_CHUNK ? c->rcap :
+		    SERVER_READ_CHUNK);
+		if (cap > SERVER_READ_CHUNK &&
+		    server_input_big + more > server_input_budget()) {
+			*buf = uv_buf_init(NULL, 0);
+			return;
+		}
+		server_rbuf_set(c, xrealloc(c->rbuf, cap), cap);
 	}
 	*buf = uv_buf_init((char *)c->rbuf + c->rlen,
 	    (unsigned)(c->rcap - c->rlen));
@@ -249,6 +321,16 @@ server_message(struct client *c, size_t len)
 	}
 	memset(&m, 0, sizeof m);
 	rc = proto_parse(&u.data, &m);
+	if (c->refused) {
+		if (rc == 0 && m.type == PROTO_REQUEST)
+			reply_error(c, m.msgid, PROTO_E_LIMIT_EXCEEDED,
+			    "too many connections: %u are open "
+			    "(max-connections); try again later",
+			    cfg.max_connections);
+		msgpack_unpacked_destroy(&u);
+		server_client_close(c);
+		return;
+	}
 	if (rc != 0) {
 		if (m.type == PROTO_REQUEST || m.msgid != 0)
 			reply_error(c, m.msgid, rc, NULL);
@@ -264,26 +346,20 @@ server_message(struct client *c, size_t len)
 	msgpack_unpacked_destroy(&u);
 }
 
+static void	server_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
+
+/*
+ * Handle the whole messages in c's input, unless its output is over the
+ * mark (DESIGN 3); then read more, or stop reading until it drains.
+ */
 static void
-server_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+server_process(struct client *c)
 {
-	struct client *c = (struct client *)s;
 	struct proto_limits lim = PROTO_LIMITS_DEFAULT;
 	size_t len;
 
-	if (c->closing)
-		return;
-	if (nread < 0) {
-		if (nread != UV_EOF)
-			log_debug("client %llu: read: %s",
-			    (unsigned long long)c->id,
-			    uv_strerror((int)nread));
-		server_client_close(c);
-		return;
-	}
-	c->rlen += (size_t)nread;
 	lim.max_message = cfg.max_message;
-	while (!c->closing && c->rlen > 0 && c->rlen >= c->need) {
+	while (!c->closing && !c->over && c->rlen > 0 && c->rlen >= c->need) {
 		switch (proto_scan(c->rbuf, c->rlen, &lim, &len)) {
 		case PROTO_SCAN_OK:
 			server_message(c, len);
@@ -300,10 +376,19 @@ server_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 				    "message too large");
 				return;
 			}
-			return;
+			goto out;
 		case PROTO_SCAN_TOO_BIG:
-			server_refuse(c, PROTO_E_TOO_LARGE,
-			    "message over a size limit");
+			if (len > cfg.max_message) {
+				char why[128];
+
+				snprintf(why, sizeof why, "a message of %zu "
+				    "bytes is over max-message (%llu bytes)",
+				    len, (unsigned long long)cfg.max_message);
+				server_refuse(c, PROTO_E_TOO_LARGE, why);
+			} else
+				server_refuse(c, PROTO_E_TOO_LARGE, "a string, "
+				    "array or map in the message is over the "
+				    "protocol's limits");
 			return;
 		case PROTO_SCAN_BAD:
 			server_refuse(c, PROTO_E_PARSE,
@@ -311,6 +396,48 @@ server_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			return;
 		}
 	}
+out:
+	if (c->closing)
+		return;
+	if (c->rlen == 0 && c->rbuf != NULL) {
+		free(c->rbuf);
+		server_rbuf_set(c, NULL, 0);
+	}
+	if (c->over && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->pipe);
+		c->reading = 0;
+	} else if (!c->over && !c->reading) {
+		uv_read_start((uv_stream_t *)&c->pipe, server_alloc_cb,
+		    server_read_cb);
+		c->reading = 1;
+	}
+}
+
+static void
+server_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct client *c = (struct client *)s;
+
+	if (c->closing)
+		return;
+	if (nread == UV_ENOBUFS) {
+		server_refuse(c, PROTO_E_UNAVAILABLE, "the daemon is holding "
+		    "too much unfinished input from other connections; try "
+		    "again later");
+		return;
+	}
+	if (nread < 0) {
+		if (nread != UV_EOF)
+			log_debug("client %llu: read: %s",
+			    (unsigned long long)c->id,
+			    uv_strerror((int)nread));
+		server_client_close(c);
+		return;
+	}
+	if (nread > 0)
+		c->last_read = uv_now(loop);
+	c->rlen += (size_t)nread;
+	server_process(c);
 }
 
 static void
@@ -346,26 +473,43 @@ server_connection_cb(uv_stream_t *srv, int status)
 	c->uid = cr.uid;
 	c->gid = cr.gid;
 	c->pid = cr.pid;
-	if (shutting_down || (uint32_t)server_nclients > cfg.max_connections) {
+	c->since = c->last_read = uv_now(loop);
+	if (shutting_down || ((uint32_t)server_n_clients() >
+	    cfg.max_connections && server_nrefused >= SERVER_REFUSED_MAX)) {
 		log_warnx("client from uid %u refused: %s", (unsigned)c->uid,
 		    shutting_down ? "shutting down" : "too many connections");
 		c->closing = 1;
 		uv_close((uv_handle_t *)&c->pipe, server_client_close_cb);
 		return;
 	}
-	log_debug("client %llu: uid %u gid %u pid %d",
-	    (unsigned long long)c->id, (unsigned)c->uid, (unsigned)c->gid,
-	    (int)c->pid);
+	if ((uint32_t)server_n_clients() > cfg.max_connections) {
+		log_warnx("client from uid %u refused: too many connections "
+		    "(max-connections %u)", (unsigned)c->uid,
+		    cfg.max_connections);
+		c->refused = 1;
+		server_nrefused++;
+	} else
+		log_debug("client %llu: uid %u gid %u pid %d",
+		    (unsigned long long)c->id, (unsigned)c->uid,
+		    (unsigned)c->gid, (int)c->pid);
 	uv_read_start((uv_stream_t *)&c->pipe, server_alloc_cb, server_read_cb);
+	c->reading = 1;
 }
 
-/* Drop clients that have not read their output for too long. */
+/* Once a second: drop clients that stalled, give memory back. */
 static void
 server_timer_cb(uv_timer_t *t)
 {
 	struct client *c, *tmp;
 	uint64_t now = uv_now(loop);
 
+	/* glibc keeps freed memory in its heap (its mmap threshold rises
+	 * with every large block freed), so give back what large input
+	 * buffers held. */
+	if (server_trim) {
+		server_trim = 0;
+		malloc_trim(0);
+	}
 	TAILQ_FOREACH_SAFE(c, &server_clients, entry, tmp) {
 		/* A shutdown waits for queued output, which a client that
 		 * never reads would make wait for ever. */
@@ -373,6 +517,20 @@ server_timer_cb(uv_timer_t *t)
 		    now - c->closing_since > SERVER_STALL_MS) {
 			uv_close((uv_handle_t *)&c->pipe,
 			    server_client_close_cb);
+			continue;
+		}
+		if (c->refused && !c->closing &&
+		    now - c->since > SERVER_REFUSED_MS) {
+			server_client_close(c);
+			continue;
+		}
+		if (!c->closing && c->reading && c->rlen > 0 &&
+		    now - c->last_read > SERVER_STALL_MS) {
+			log_info("client %llu (uid %u) sent %zu bytes of a "
+			    "message and nothing more for %d s; dropping it",
+			    (unsigned long long)c->id, (unsigned)c->uid,
+			    c->rlen, SERVER_STALL_MS / 1000);
+			server_client_close(c);
 			continue;
 		}
 		if (c->over && !c->closing &&
@@ -474,6 +632,28 @@ server_check_path(const char *path, char **cause)
 }
 
 /*
+ * Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often
+ * 1024) towards the hard one so that max-connections can be reached, and
+ * say so when it cannot.
+ */
+static void
+server_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg.max_connections + SERVER_REFUSED_MAX + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ?
+	    want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		log_warnx("server_nofile: only %llu descriptors allowed; "
+		    "fewer than max-connections (%u) connections will be "
+		    "accepted", (unsigned long long)rl.rlim_cur,
+		    cfg.max_connections);
+}
+
+/*
  * Start listening: the socket systemd passed, or cfg.socket.  Returns 0,
  * or -1 with a message in cause.
  */
@@ -538,7 +718,8 @@ server_listen(uv_loop_t *l, char **cause)
 		}
 		log_info("listening on %s", cfg.socket);
 	}
-	if ((rc = uv_listen((uv_stream_t *)&server_pipe, 128,
+	server_nofile();
+	if ((rc = uv_listen((uv_stream_t *)&server_pipe, SOMAXCONN,
 	    server_connection_cb)) != 0) {
 		xasprintf(cause, "listen: %s", uv_strerror(rc));
 		return -1;

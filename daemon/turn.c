@@ -229,7 +229,13 @@ turn_done(struct turn *t)
 	int64_t evicted;
 	int exact = 1, n;
 
-	if (s != NULL) {
+	if (s != NULL && job->state == ENGINE_JOB_NEW) {
+		/* The engine refused it before feeding anything (the model
+		 * file is damaged): like a turn that never started, it
+		 * leaves no trace (DESIGN 3). */
+		s->state = SESSION_IDLE;
+		s->turn = NULL;
+	} else if (s != NULL) {
 		if (t->n_input > 0 || t->method == PROTO_M_CHAT) {
 			if (session_push_msg(s, t->in_role, t->input_text != NULL ?
 			    t->input_text : "", t->input_text != NULL ?
@@ -255,13 +261,22 @@ turn_done(struct turn *t)
 			    strerror(-job->restore_error));
 		residency_save_turn(s, job);
 		persist_error = s->persist_error;
+		if (job->cache_bad) {
+			/* Its stored snapshot and transcript stay good; the
+			 * cache in memory may not be (engine.c DESIGN 5). */
+			residency_drop(s);
+		}
 	}
 
 	if (t->c == NULL)
 		goto out;
 	if (job->finish == PROTO_FINISH_ERROR && job->n_out == 0) {
-		reply_error(t->c, t->msgid, PROTO_E_INTERNAL,
-		    "the model failed: %s", strerror(-job->error));
+		if (watch_error() != NULL)
+			reply_error(t->c, t->msgid, PROTO_E_UNAVAILABLE, "%s",
+			    watch_error());
+		else
+			reply_error(t->c, t->msgid, PROTO_E_INTERNAL,
+			    "the model failed: %s", strerror(-job->error));
 		goto out;
 	}
 	if (t->import) {
@@ -288,8 +303,12 @@ turn_done(struct turn *t)
 	proto_pack_kv_bool(&r.pk, "rebuilt", job->rebuilt || t->rebuilt);
 	if (job->finish == PROTO_FINISH_ERROR) {
 		proto_pack_cstr(&r.pk, "error");
-		proto_pack_error_map(&r.pk, PROTO_E_INTERNAL,
-		    strerror(-job->error));
+		if (watch_error() != NULL)
+			proto_pack_error_map(&r.pk, PROTO_E_UNAVAILABLE,
+			    watch_error());
+		else
+			proto_pack_error_map(&r.pk, PROTO_E_INTERNAL,
+			    strerror(-job->error));
 	}
 	if (persist_error != NULL)
 		proto_pack_kv_str(&r.pk, "persist_error", persist_error);

@@ -53,10 +53,13 @@ struct fwd_qblock {
 };
 
 struct fwd_thread {
-	float		*scores;	/* (keys) */
+	float		*scores;	/* (FWD_QBLOCK, keys) */
 	float		*kb;		/* (keys, head_dim) gathered keys */
 	float		*vb;		/* (keys, head_dim) gathered values */
+	float		*vt;		/* (head_dim, keys) the same, transposed */
 	int64_t		*kpos;		/* (keys) their positions */
+	float		 qb[FWD_QBLOCK * 256];	/* (FWD_QBLOCK, head_dim) */
+	float		 ob[FWD_QBLOCK * 256];	/* (FWD_QBLOCK, head_dim) */
 	size_t		 keys_cap;
 	void		*mm;		/* quant_matmul scratch */
 	size_t		 mm_cap;
@@ -349,10 +352,11 @@ fwd_att_gather(struct fwd *f, const struct fwd_qblock *b, uint32_t layer,
 
 /*
  * Attention for a block of consecutive queries of one run and the query
- * heads that share kv head h: the keys are dequantized once per block
- * (not once per query), then each query scores the ones it may see: the
- * globals up to its position and the window [t-W+1, t], a contiguous
- * stretch of the sorted keys.
+ * heads that share kv head h.  The keys and values are dequantized once
+ * per block; then, per query head, two matrix products: scores = Q K^T
+ * over all the block's keys, the keys a query may not see (a global after
+ * it, or outside its window [t-W+1, t]; keys are sorted, globals first)
+ * masked out before the softmax, and out = P V.
  */
 static void
 fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
@@ -362,55 +366,53 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 	const struct kvcache *kv = f->runs[b->run].kv;
 	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
 	const float scale = 1.0f / sqrtf((float)hd);
-	int64_t nk, ng, ng_t, lo, hi, idx, m;
+	int64_t nk, ng, idx, d;
 	int32_t qi;
 
 	nk = fwd_att_gather(f, b, layer, h, th, &ng);
-	lo = ng;
-	hi = ng;
-	for (qi = 0; qi < b->n; qi++) {
-		int32_t tok = b->i0 + qi;
-		int64_t t = f->tpos[tok];
-		int64_t wlo = t - (int64_t)kv->p.window + 1;
+	/* V transposed, (head_dim, keys), so out = P V is one product */
+	for (idx = 0; idx < nk; idx++)
+		for (d = 0; d < hd; d++)
+			th->vt[d * nk + idx] = th->vb[idx * hd + d];
+	struct mtensor km = { GGML_TYPE_F32, th->kb, nk, hd,
+	    hd * sizeof(float) };
+	struct mtensor vm = { GGML_TYPE_F32, th->vt, hd, nk,
+	    (size_t)nk * sizeof(float) };
 
-		for (ng_t = 0; ng_t < ng && th->kpos[ng_t] <= t; ng_t++)
-			;
-		while (lo < nk && th->kpos[lo] < wlo)
-			lo++;
-		while (hi < nk && th->kpos[hi] <= t)
-			hi++;
-		if (hi < lo)
-			hi = lo;
-		for (g = 0; g < rep; g++) {
-			const float *q = f->q + (size_t)tok * hp->n_heads * hd +
-			    (size_t)(h * rep + g) * hd;
-			float *out = f->att + (size_t)tok * hp->n_heads * hd +
-			    (size_t)(h * rep + g) * hd;
-			float *sc = th->scores, mx = -INFINITY, sum = 0.0f;
+	for (g = 0; g < rep; g++) {
+		size_t qoff = (size_t)(h * rep + g) * hd;
 
-			m = 0;
-			for (idx = 0; idx < ng_t; idx++)
-				sc[m++] = vec_dot_f32(q, th->kb + idx * hd, hd) *
-				    scale;
-			for (idx = lo; idx < hi; idx++)
-				sc[m++] = vec_dot_f32(q, th->kb + idx * hd, hd) *
-				    scale;
-			for (idx = 0; idx < m; idx++)
-				if (sc[idx] > mx)
+		for (qi = 0; qi < b->n; qi++)
+			memcpy(th->qb + (size_t)qi * hd, f->q + (size_t)(b->i0 +
+			    qi) * hp->n_heads * hd + qoff, hd * sizeof(float));
+		quant_matmul(GGML_TYPE_F32, km.data, km.rows, km.cols, th->qb,
+		    b->n, th->scores, nk, 0, nk, NULL);
+		for (qi = 0; qi < b->n; qi++) {
+			float *sc = th->scores + (size_t)qi * nk;
+			int64_t t = f->tpos[b->i0 + qi];
+			int64_t wlo = t - (int64_t)kv->p.window + 1;
+			float mx = -INFINITY, sum = 0.0f;
+
+			for (idx = 0; idx < nk; idx++) {
+				int64_t j = th->kpos[idx];
+
+				if (j > t || (idx >= ng && j < wlo))
+					sc[idx] = -INFINITY;
+				else if ((sc[idx] *= scale) > mx)
 					mx = sc[idx];
-			for (idx = 0; idx < m; idx++) {
-				sc[idx] = expf(sc[idx] - mx);
+			}
+			for (idx = 0; idx < nk; idx++) {
+				sc[idx] = sc[idx] == -INFINITY ? 0.0f :
+				    expf(sc[idx] - mx);
 				sum += sc[idx];
 			}
-			memset(out, 0, hd * sizeof(float));
-			m = 0;
-			for (idx = 0; idx < ng_t; idx++)
-				vec_axpy_f32(out, sc[m++] / sum,
-				    th->vb + idx * hd, hd);
-			for (idx = lo; idx < hi; idx++)
-				vec_axpy_f32(out, sc[m++] / sum,
-				    th->vb + idx * hd, hd);
+			vec_scale_f32(sc, 1.0f / sum, nk);
 		}
+		quant_matmul(GGML_TYPE_F32, vm.data, vm.rows, vm.cols,
+		    th->scores, b->n, th->ob, hd, 0, hd, NULL);
+		for (qi = 0; qi < b->n; qi++)
+			memcpy(f->att + (size_t)(b->i0 + qi) * hp->n_heads * hd +
+			    qoff, th->ob + (size_t)qi * hd, hd * sizeof(float));
 	}
 }
 
@@ -641,13 +643,16 @@ fwd_reserve_keys(struct fwd *f, size_t keys)
 
 	for (i = 0; i < f->n_threads; i++) {
 		struct fwd_thread *th = &f->th[i];
-		void *a, *b, *c, *d;
+		void *a, *b, *c, *d, *e;
 
 		if (th->keys_cap >= keys)
 			continue;
-		a = realloc(th->scores, keys * sizeof *th->scores);
+		a = realloc(th->scores, keys * FWD_QBLOCK * sizeof *th->scores);
 		if (a != NULL)
 			th->scores = a;
+		e = realloc(th->vt, keys * hd * sizeof *th->vt);
+		if (e != NULL)
+			th->vt = e;
 		b = realloc(th->kb, keys * hd * sizeof *th->kb);
 		if (b != NULL)
 			th->kb = b;
@@ -657,7 +662,8 @@ fwd_reserve_keys(struct fwd *f, size_t keys)
 		d = realloc(th->kpos, keys * sizeof *th->kpos);
 		if (d != NULL)
 			th->kpos = d;
-		if (a == NULL || b == NULL || c == NULL || d == NULL)
+		if (a == NULL || b == NULL || c == NULL || d == NULL ||
+		    e == NULL)
 			return -ENOMEM;
 		th->keys_cap = keys;
 	}
@@ -910,6 +916,7 @@ fwd_free(struct fwd *f)
 			free(f->th[i].scores);
 			free(f->th[i].kb);
 			free(f->th[i].vb);
+			free(f->th[i].vt);
 			free(f->th[i].kpos);
 			free(f->th[i].mm);
 		}

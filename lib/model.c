@@ -278,6 +278,9 @@ model_read_hparams(struct model_loader *l)
 		    "(embedding %u, layers %u, heads %u/%u, ffn %u)", hp->dim,
 		    hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->ffn_dim);
 	hp->head_dim = hp->dim / hp->n_heads;
+	if (hp->head_dim > 256 || hp->head_dim % 2 != 0)
+		return model_fail(l, -ENOTSUP, "head size %u is not supported "
+		    "(at most 256, even)", hp->head_dim);
 	if ((rc = model_hp_u32(l, "rope.dimension_count", &hp->n_rot, 0,
 	    hp->head_dim)))
 		return rc;

@@ -63,7 +63,9 @@ def conversation(cl, name, which, turns, max_tokens, stats=None):
 
 
 def run(sock, clients, turns, max_tokens, prefix="load"):
-    """Returns (errors, mismatches, report dict)."""
+    """Returns (errors, differences, report dict): the exceptions of
+    clients that failed, and a line per conversation that differed from
+    its replay alone."""
     results = [None] * clients
     stats = {"ttft": [], "tpt": [], "tokens": 0}
     lock = threading.Lock()
@@ -94,6 +96,7 @@ def run(sock, clients, turns, max_tokens, prefix="load"):
     # Replay every conversation alone.
     t1 = time.monotonic()
     mismatches = 0
+    details = []
     cl = rpc.Client(sock, timeout=300)
     for i in range(clients):
         if isinstance(results[i], Exception):
@@ -102,6 +105,13 @@ def run(sock, clients, turns, max_tokens, prefix="load"):
                              max_tokens)
         if alone != results[i]:
             mismatches += 1
+            k = next(k for k in range(turns) if alone[k] != results[i][k])
+            a, b = alone[k], results[i][k]
+            j = next((j for j in range(min(len(a), len(b)))
+                      if a[j] != b[j]), min(len(a), len(b)))
+            details.append("client %d turn %d differs from token %d: "
+                           "alone %s, under load %s" % (i, k, j, a[j:j + 6],
+                                                        b[j:j + 6]))
     cl.close()
     report = {
         "clients": clients, "turns": turns, "errors": len(errors),
@@ -113,7 +123,7 @@ def run(sock, clients, turns, max_tokens, prefix="load"):
         "token_p50_ms": pct(stats["tpt"], 50) * 1e3,
         "token_p99_ms": pct(stats["tpt"], 99) * 1e3,
     }
-    return errors, mismatches, report
+    return errors, details, report
 
 
 def main():
@@ -123,13 +133,15 @@ def main():
     ap.add_argument("-t", "--turns", type=int, default=3)
     ap.add_argument("-m", "--max-tokens", type=int, default=32)
     a = ap.parse_args()
-    errors, mismatches, rep = run(a.socket, a.clients, a.turns,
-                                  a.max_tokens, "load%d-" % os.getpid())
+    errors, diffs, rep = run(a.socket, a.clients, a.turns, a.max_tokens,
+                             "load%d-" % os.getpid())
     for e in errors[:5]:
         print("error: %s" % e, file=sys.stderr)
+    for x in diffs[:5]:
+        print("differs: %s" % x, file=sys.stderr)
     print(" ".join("%s=%s" % (k, ("%.1f" % v) if isinstance(v, float)
                               else v) for k, v in rep.items()))
-    sys.exit(1 if errors or mismatches else 0)
+    sys.exit(1 if errors or diffs else 0)
 
 
 if __name__ == "__main__":

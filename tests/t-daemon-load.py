@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """t-daemon-load.py: 16 concurrent clients, several turns each, through
-tests/loadgen.py: zero errors, and every reply equal to the same
-conversation replayed alone (no lost or mixed-up tokens).  The opt-in
-long run is `tests/loadgen.py -s SOCKET -n 64` against any daemon.
+tests/loadgen.py: zero errors, every reply equal to the same conversation
+replayed alone (no lost or mixed-up tokens), latencies within generous
+bounds (the machine is shared: the figures are printed), and the
+daemon's RSS back near where it was.  MISTRALD_LONG=1 runs the opt-in
+size, 64 clients x 5 turns; `tests/loadgen.py -s SOCKET -n 64` does the
+same against any running daemon.
 """
 import os
 import sys
@@ -33,29 +36,93 @@ def load(name, file):
 rpc = load("rpc", "t-daemon_rpc.py")
 loadgen = load("loadgen", "loadgen.py")
 
+LONG = os.environ.get("MISTRALD_LONG", "") not in ("", "0")
+CLIENTS, TURNS, TOKENS = (64, 5, 32) if LONG else (16, 3, 24)
 t = rpc.Tap()
-signal.alarm(300)
+signal.alarm(1200 if LONG else 300)
 tmp = rpc.tmpdir()
-model = rpc.mkmodel(os.path.join(tmp, "m.gguf"), "--seed", "21")
-d = rpc.Daemon(tmp, model, "--max-sessions-per-uid=100",
-               "--max-requests-per-uid=100")
+# A trained model when the fixture is there: random weights have near
+# ties that the float differences between batch shapes may flip (within
+# tolerance, issue 4), which would read as a mix-up here.
+model = rpc.fixture("stories260K/stories260K.gguf")
+if model is None:
+    model = rpc.mkmodel(os.path.join(tmp, "m.gguf"), "--seed", "21")
+t.diag("model: %s" % model)
+# --chunk=16: no step feeds more than 16 tokens, so every product takes
+# lib/matmul.c's per-row regimes (n == 1, gemm_small), whose arithmetic
+# does not depend on what else is in the batch; a difference from the
+# replay is then a lost or mixed-up token, not rounding.  At the default
+# chunk (64), steps over 16 tokens go through sgemm, whose rounding
+# differs, and a greedy near-tie can flip: MISTRALD_LONG=1 also counts
+# those (reported, not failed).
+LIMITS = ["--max-sessions-per-uid=%d" % (3 * CLIENTS),
+          "--max-requests-per-uid=%d" % (2 * CLIENTS)]
+d = rpc.Daemon(tmp, model, "--chunk=16", *LIMITS)
 d.start()
+
+
+def rss():
+    with open("/proc/%d/status" % d.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) << 10
+    return 0
+
+
 try:
-    errors, mismatches, rep = loadgen.run(d.sock, 16, 3, 24)
+    rss0 = rss()
+    errors, diffs, rep = loadgen.run(d.sock, CLIENTS, TURNS, TOKENS)
+    mismatches = len(diffs)
+    for x in diffs[:5]:
+        t.diag("differs: %s" % x)
+    rss1 = rss()
     for e in errors[:3]:
         t.diag("error: %s" % e)
-    t.ok(not errors, "16 clients x 3 turns: no errors")
+    t.ok(not errors, "%d clients x %d turns: no errors" % (CLIENTS, TURNS))
     t.ok(mismatches == 0, "every reply equals the conversation replayed "
          "alone (%d differ)" % mismatches)
     t.diag(" ".join("%s=%s" % (k, ("%.1f" % v) if isinstance(v, float)
                                else v) for k, v in rep.items()))
+    t.diag("rss_before_mib=%.1f rss_after_mib=%.1f" % (rss0 / 2**20,
+                                                       rss1 / 2**20))
+    t.ok(rep["tokens"] > CLIENTS * TURNS and rep["tokens_per_s"] > 0,
+         "throughput: %d tokens in %.1f s, %.0f tokens/s"
+         % (rep["tokens"], rep["seconds"], rep["tokens_per_s"]))
+    # Bounds loose enough for a loaded 2-core machine; the figures above
+    # are what to look at.
+    t.ok(rep["ttft_p99_ms"] < 30000 and rep["token_p99_ms"] < 10000,
+         "p99 time to first token %.0f ms, p99 per token %.0f ms"
+         % (rep["ttft_p99_ms"], rep["token_p99_ms"]))
     c = d.client()
     st = c.call("status")
+    kv = st["memory"]["kv_bytes"]
+    with open("/proc/%d/maps" % d.proc.pid) as f:
+        asan = "libasan" in f.read()
+    t.ok(asan or rss1 - rss0 < kv + (64 << 20),
+         "RSS grew %.1f MiB, of which %.1f MiB are the %d resident "
+         "sessions' caches%s" % ((rss1 - rss0) / 2**20, kv / 2**20,
+                                 st["sessions"]["resident"],
+                                 " # SKIP RSS under AddressSanitizer"
+                                 if asan else ""))
     t.ok(st["sessions"]["active"] == 0 and st["queue"]["running"] == 0,
          "nothing left running")
     c.close()
 finally:
     rc, _ = d.stop()
+if LONG:
+    sub = os.path.join(tmp, "chunk64")
+    os.makedirs(sub)
+    d64 = rpc.Daemon(sub, model, *LIMITS)
+    d64.start()
+    errors, diffs, rep = loadgen.run(d64.sock, CLIENTS, TURNS, TOKENS)
+    d64.stop()
+    t.diag("at the default chunk (64): %d errors, %d of %d conversations "
+           "differ from their replay alone (rounding of sgemm steps)"
+           % (len(errors), len(diffs), CLIENTS))
+    for x in diffs[:3]:
+        t.diag("differs: %s" % x)
+    t.diag(" ".join("%s=%s" % (k, ("%.1f" % v) if isinstance(v, float)
+                               else v) for k, v in rep.items()))
 t.ok(rc == 0, "clean stop after the load")
 shutil.rmtree(tmp, ignore_errors=True)
 t.done()

@@ -5,8 +5,12 @@ Run as root: the daemon's socket is 0660, so a uid outside its group
 cannot even connect; with socket-group set to that uid's group it can
 connect, but the first uid's sessions do not exist for it (list, get,
 chat, set, delete, fork, cancel), it cannot list everyone's, and its own
-sessions are its own.  Root (the admin) sees everything.  The second uid
-runs as nobody through setpriv(1).
+sessions are its own.  Root (the admin) sees everything.  Then two
+ordinary members of the group (nobody and an unused uid): the second
+cannot see, read, change, cancel or delete the first's sessions, even
+while the first runs a turn.  Session ids are 128 random bits, and the
+state directory and database are private (0700, 0600).  The other uids
+run through setpriv(1).
 """
 import os
 import sys
@@ -27,6 +31,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 
 spec = importlib.util.spec_from_file_location(
     "rpc", os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -82,12 +87,16 @@ PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") \
     else sys.executable
 
 
-def as_other(sock, calls):
-    r = subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid,
-                        "--regid=%d" % nobody.pw_gid, "--clear-groups",
-                        PYTHON, "-c", AS_OTHER, sock,
-                        json.dumps(calls)], capture_output=True, text=True,
-                       cwd="/")
+def other_cmd(sock, calls, uid=None):
+    return ["setpriv", "--reuid=%d" % (nobody.pw_uid if uid is None
+                                       else uid),
+            "--regid=%d" % nobody.pw_gid, "--clear-groups",
+            PYTHON, "-s", "-c", AS_OTHER, sock, json.dumps(calls)]
+
+
+def as_other(sock, calls, uid=None):
+    r = subprocess.run(other_cmd(sock, calls, uid), capture_output=True,
+                       text=True, cwd="/")
     if r.returncode != 0:
         t.diag(r.stderr)
         return None
@@ -152,6 +161,74 @@ t.ok(g["id"] == sid and g["name"] == "private" and len(g["messages"]) == 2,
      "root's session is untouched")
 al = c.call("session.list", {"all": True})["sessions"]
 t.ok(len(al) == 2, "root (admin) lists every uid's sessions")
+
+# 3. Two ordinary members of the socket's group: the second cannot see,
+# read, change, cancel or delete the first's sessions, even while one of
+# them is running a turn.
+used = {p.pw_uid for p in pwd.getpwall()}
+second = next(u for u in range(54321, 60000) if u not in used)
+out = as_other(d.sock, [["session.create", {"name": "mine"}],
+                        ["chat", {"session": "mine", "text": "hello",
+                                  "params": {"temperature": 0,
+                                             "max_tokens": 4}}]])
+t.ok(out is not None and out[1][0] is None,
+     "nobody, a member of the group, has a session of its own")
+oid = out[0][1]["id"] if out else "0" * 32
+# nobody starts a long turn on it and, meanwhile, the second uid tries.
+runner = subprocess.Popen(other_cmd(d.sock, [
+    ["chat", {"session": "mine", "text": "go on",
+              "params": {"temperature": 0, "max_tokens": 3000}}],
+    ["session.get", {"session": "mine"}]]), stdout=subprocess.PIPE,
+    text=True, cwd="/")
+end = time.time() + 10
+while time.time() < end and c.call("status")["sessions"]["active"] == 0:
+    time.sleep(0.01)
+out = as_other(d.sock, [
+    ["session.list", None],
+    ["session.get", {"session": oid}],
+    ["session.get", {"session": "mine"}],
+    ["session.get", {"session": oid[:8]}],
+    ["chat", {"session": oid, "text": "hi"}],
+    ["generate", {"session": oid, "prompt": "hi"}],
+    ["session.set", {"session": oid, "system": "be evil"}],
+    ["session.fork", {"session": oid}],
+    ["session.export", {"session": oid}],
+    ["cancel", {"session": oid}],
+    ["session.delete", {"session": oid}],
+    ["cancel", {"request": 1}],
+    ["session.list", {"all": True}],
+], uid=second)
+res = json.loads(runner.communicate(timeout=120)[0])
+t.ok(out is not None and len(out) == 13, "a second non-root uid's client "
+     "ran while the first's turn was running")
+if out is not None and len(out) == 13:
+    t.ok(out[0][1] == {"sessions": []}, "it lists none of the first's")
+    t.ok(all(code(out[i]) == 7 for i in range(1, 11)),
+         "get by id, name and prefix, chat, generate, set, fork, export, "
+         "cancel and delete: NO_SUCH_SESSION (%s)"
+         % [code(out[i]) for i in range(1, 11)])
+    t.ok(code(out[11]) == 15 and code(out[12]) == 10,
+         "it cannot cancel by request id (requests are per connection) "
+         "nor list everyone's")
+t.ok(res[0][0] is None and res[0][1]["finish"] == "length"
+     and res[1][1]["system"] == "" and len(res[1][1]["messages"]) == 4,
+     "the first uid's turn ran to its end, its session unchanged")
+
+# 4. Session ids are 128 random bits: 32 lowercase hex digits, distinct,
+# with about as many 1 bits as 0 bits.
+ids = [c.call("session.create")["id"] for _ in range(200)]
+ones = sum(bin(int(i, 16)).count("1") for i in ids)
+t.ok(all(len(i) == 32 and all(ch in "0123456789abcdef" for ch in i)
+         for i in ids) and len(set(ids)) == 200
+     and len({i[:8] for i in ids}) == 200,
+     "session ids are 32 hex digits (128 bits), all distinct")
+t.ok(abs(ones - 200 * 64) < 600, "and look random: %d of %d bits set"
+     % (ones, 200 * 128))
+mode_dir = stat.S_IMODE(os.stat(d.state).st_mode)
+mode_db = stat.S_IMODE(os.stat(os.path.join(d.state, "mistrald.db")).st_mode)
+t.ok(mode_dir == 0o700 and mode_db == 0o600,
+     "the state directory is 0700 and the database 0600 (%o, %o)"
+     % (mode_dir, mode_db))
 c.close()
 rc, _ = d.stop()
 t.ok(rc == 0, "clean stop")

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""t-faults-model.py: the model file changes on disk while the daemon runs.
+
+The weights are mmap'd, so (daemon/watch.c):
+- replaced by rename (a new file moved over the path): harmless, the
+  daemon keeps serving the model it loaded, with the same tokens, logs
+  the replacement once, and loads the new file at the next start;
+- truncated in place during a generation: the SIGBUS is caught, the
+  running turn fails with UNAVAILABLE naming the file, the daemon stays
+  up, refuses further turns with the same clear error (status says why),
+  still lists, reads and exports sessions, and stops cleanly; once the
+  file is whole again and the daemon restarted, a session saved before
+  continues with the tokens of a daemon that never saw the damage, and so
+  does the interrupted one, from its last good snapshot plus its
+  transcript;
+- truncated, or rewritten in place, while idle: the poll notices before
+  anything faults, with the same effect.
+"""
+import os
+import sys
+
+try:
+    import msgpack  # noqa: F401
+except ImportError:
+    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    print("1..0 # SKIP python3-msgpack is not installed")
+    sys.exit(0)
+
+import importlib.util
+import shutil
+import signal
+import time
+
+spec = importlib.util.spec_from_file_location(
+    "rpc", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "t-daemon_rpc.py"))
+rpc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rpc)
+
+t = rpc.Tap()
+signal.alarm(300)
+tmp = rpc.tmpdir()
+SHAPE = ["--dim", "256", "--layers", "4", "--ffn", "512"]
+pristine = rpc.mkmodel(os.path.join(tmp, "a.gguf"), "--seed", "41", *SHAPE)
+other = rpc.mkmodel(os.path.join(tmp, "b.gguf"), "--seed", "42", *SHAPE)
+model = os.path.join(tmp, "model.gguf")
+G = {"temperature": 0, "max_tokens": 12}
+UNAVAILABLE = 16
+
+
+def install(src):
+    """Put src at the model path the safe way: copy, then rename."""
+    shutil.copyfile(src, model + ".new")
+    os.rename(model + ".new", model)
+
+
+def chat(c, name, text, p=G):
+    r, notes = c.stream("chat", {"session": name, "text": text, "params": p})
+    return r, [i for n in notes for i in n["ids"]]
+
+
+def settle(c):
+    end = time.time() + 20
+    while time.time() < end:
+        if c.call("status")["disk"]["snapshot_lag"] == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def refused(c, what):
+    try:
+        c.call("chat", {"session": what, "text": "more", "params": G})
+        return None
+    except rpc.RpcError as e:
+        return e
+
+
+def wait_log(d, text, secs=5):
+    end = time.time() + secs
+    while time.time() < end:
+        if text in d.logtext():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def daemon(name, *extra, env=None):
+    sub = os.path.join(tmp, name)
+    os.makedirs(sub, exist_ok=True)
+    # --chunk=16 keeps every product in lib/matmul.c's per-row regimes,
+    # so a re-prefilled cache equals one built token by token.
+    return rpc.Daemon(sub, model, "--max-tokens=100000", "--chunk=16",
+                      *extra, env=env)
+
+
+# The reference: a daemon on the pristine model that nothing disturbs.
+install(pristine)
+d = daemon("ref")
+d.start()
+c = d.client()
+c.call("session.create", {"name": "x"})
+want = [chat(c, "x", txt)[1] for txt in ("Hello", "Go on", "And then?")]
+c.close()
+d.stop()
+
+# 1. Replaced by rename while serving.
+d = daemon("rename", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"})
+d.start()
+c = d.client()
+fp = c.call("status")["model"]["fingerprint"]
+c.call("session.create", {"name": "x"})
+ids1 = chat(c, "x", "Hello")[1]
+install(other)
+logged = wait_log(d, "was replaced or removed on disk")
+r, ids2 = chat(c, "x", "Go on")
+st = c.call("status")
+t.ok(ids1 == want[0] and ids2 == want[1] and "model_error" not in st
+     and st["model"]["fingerprint"] == fp,
+     "replaced by rename: the daemon keeps serving the model it loaded, "
+     "with the same tokens")
+t.ok(logged, "and logs the replacement once")
+c.close()
+rc, _ = d.stop()
+d.start()
+c = d.client()
+r, _ = chat(c, "x", "And then?")
+t.ok(rc == 0 and c.call("status")["model"]["fingerprint"] != fp
+     and r["rebuilt"], "the next start loads the new file (the session's "
+     "cache is rebuilt for it)")
+c.close()
+d.stop()
+
+# 2. Truncated in place during a generation (the poll is off, so the
+# SIGBUS handler is what notices).
+install(pristine)
+d = daemon("sigbus", env={"MISTRALD_TEST_MODEL_POLL_MS": "0"})
+d.start()
+c = d.client()
+c.call("session.create", {"name": "saved"})
+chat(c, "saved", "Hello")
+chat(c, "saved", "Go on")
+c.call("session.create", {"name": "victim"})
+chat(c, "victim", "Hello")
+settle(c)
+mid = c.send("chat", {"session": "victim", "text": "Go on",
+                      "params": {"temperature": 0, "max_tokens": 100000}})
+got = []
+while len(got) < 5:
+    m = c.read()
+    if m[0] == 2 and m[1] == "token":
+        got += m[2][0]["ids"]
+os.truncate(model, os.path.getsize(model) // 2)
+try:
+    err, res = c.wait(mid, lambda m, a: got.extend(a["ids"])
+                      if m == "token" else None)
+except (EOFError, OSError) as e:
+    err, res = str(e), None
+alive = d.alive()
+t.ok(alive, "truncated under a generation: the daemon did not die")
+t.ok(res is not None and res["finish"] == "error"
+     and res["error"]["code"] == UNAVAILABLE
+     and model in res["error"]["message"]
+     and "truncated" in res["error"]["message"],
+     "the running turn ends with finish error, UNAVAILABLE, naming the "
+     "file (%s)" % ((res or {}).get("error"),))
+t.ok(wait_log(d, "SIGBUS reading the model file " + model)
+     and wait_log(d, "MODEL FILE DAMAGED"),
+     "the log says what happened and names the file")
+e = refused(c, "saved") if alive else None
+t.ok(e is not None and e.code == UNAVAILABLE and model in e.message,
+     "further turns are refused with a clear error (%s)" % e)
+st = c.call("status") if alive else {}
+t.ok(model in st.get("model_error", ""), "status says why")
+n_victim = None
+try:
+    lst = c.call("session.list")["sessions"]
+    g = c.call("session.get", {"session": "victim"})
+    c.call("session.export", {"session": "saved"})
+    n_victim = g["messages"][-1]["tokens"]
+    ok = len(lst) == 2 and g["messages"][-1]["tokens"] == len(got) > 0
+except (rpc.RpcError, EOFError, OSError) as ex:
+    t.diag(str(ex))
+    ok = False
+t.ok(ok, "sessions can still be listed, read and exported; the interrupted "
+     "reply holds the %s tokens streamed" % n_victim)
+c.close()
+rc, secs = d.stop()
+t.ok(rc == 0, "and the daemon stops cleanly (exit %s in %.2f s)" % (rc, secs))
+
+# Whole again: the saved session continues as if nothing happened, and
+# so does the interrupted one (compared with a reference that ran the
+# same turns undisturbed, the reply cut at the same length).
+install(pristine)
+d.env = None
+d.start()
+c = d.client()
+r, ids = chat(c, "saved", "And then?")
+t.ok(ids == want[2] and not r["rebuilt"],
+     "after a restart a session saved before the damage continues with "
+     "the undisturbed daemon's tokens, from its stored cache")
+r, ids = chat(c, "victim", "And then?")
+c.close()
+d.stop()
+ref = daemon("ref2")
+ref.start()
+rc_ = ref.client()
+rc_.call("session.create", {"name": "v"})
+chat(rc_, "v", "Hello")
+chat(rc_, "v", "Go on", {"temperature": 0, "max_tokens": len(got)})
+want_v = chat(rc_, "v", "And then?")[1]
+rc_.close()
+ref.stop()
+t.ok(ids == want_v and not r["rebuilt"],
+     "and the interrupted session continues from its last good snapshot "
+     "plus its transcript, with the same tokens (prefilled %d)"
+     % r["usage"]["prompt_tokens"])
+
+# 3. Damage while idle, seen by the poll before anything faults.
+for what, damage in (
+        ("truncated", lambda: os.truncate(model, os.path.getsize(model) - 4096)),
+        ("modified in place", lambda: open(model, "r+b").write(b"\0" * 64))):
+    install(pristine)
+    d = daemon("poll", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"})
+    d.start()
+    c = d.client()
+    c.call("session.create", {"name": "p%d" % len(what)})
+    chat(c, "p%d" % len(what), "Hello")
+    time.sleep(0.05)
+    damage()
+    seen = wait_log(d, "MODEL FILE DAMAGED: the model file %s was %s"
+                    % (model, what))
+    e = refused(c, "p%d" % len(what))
+    t.ok(seen and e is not None and e.code == UNAVAILABLE and what in e.message,
+         "%s while idle: noticed by the poll, turns refused (%s)" % (what, e))
+    c.close()
+    rc, _ = d.stop()
+    t.ok(rc == 0 and d.alive() is False, "%s: clean stop" % what)
+
+if t.failed:
+    t.diag(d.logtext()[-3000:])
+shutil.rmtree(tmp, ignore_errors=True)
+t.done()
