@@ -40,7 +40,7 @@ tmp = rpc.tmpdir()
 model = rpc.mkmodel(os.path.join(tmp, "m.gguf"), "--seed", "11")
 other = rpc.mkmodel(os.path.join(tmp, "other.gguf"), "--seed", "12")
 
-TURNS = ["Hello there", "Tell me more", "And then?"]
+TURNS = ["Hello there", "Tell me more", "And then?", "Go on"]
 PARAMS = [{"temperature": 0, "max_tokens": 20},
           {"temperature": 0.9, "seed": 42, "max_tokens": 20}]
 
@@ -119,6 +119,32 @@ for how, sig in (("SIGTERM", signal.SIGTERM), ("kill -9", signal.SIGKILL)):
              % (how, r["usage"]["prompt_tokens"]))
     c.close()
     d.stop()
+
+# Every snapshot chunk of the kill -9 state corrupted (one byte flipped):
+# the cache is rebuilt from the transcript, the reply says so, and the
+# tokens are those of the uninterrupted daemon's fourth turn.
+sub = os.path.join(tmp, "kill-9")
+db = sqlite3.connect(os.path.join(sub, "state", "mistrald.db"))
+rows = db.execute("SELECT stream, seq, data FROM kv_chunks").fetchall()
+for stream, seq, data in rows:
+    data = bytearray(data)
+    data[len(data) // 2] ^= 0x5a
+    db.execute("UPDATE kv_chunks SET data = ? WHERE stream = ? AND seq = ?",
+               (bytes(data), stream, seq))
+db.commit()
+db.close()
+d = rpc.Daemon(sub, model)
+d.start()
+c = d.client()
+r, ids = chat(c, "s0", TURNS[3], PARAMS[0])
+t.ok(len(rows) > 0 and r["rebuilt"],
+     "a corrupted snapshot chunk: the cache is rebuilt, and the reply says "
+     "so (%d chunks damaged)" % len(rows))
+t.ok(ids == want[0][3], "and the rebuilt session replies as an "
+     "uninterrupted daemon does")
+t.ok(integrity(d.state) == "ok", "the database passes its integrity check")
+c.close()
+d.stop()
 
 # The model changed: the cache is rebuilt from the transcript.
 sub = os.path.join(tmp, "SIGTERM")
