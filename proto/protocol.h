@@ -132,7 +132,9 @@ enum proto_type {
  *	   memory:{kv_bytes, kv_budget, rss},
  *	   disk:{bytes, snapshot_lag, last_snapshot},
  *	   throughput:{prefill_tps:float, decode_tps:float},
- *	   queue:{waiting, running}, kernels:str}
+ *	   queue:{waiting, running}, kernels:str, state_dir:str,
+ *	   model_error:str? (present once the model file was damaged under
+ *	   the daemon: turns are then refused with UNAVAILABLE)}
  *
  * params (sampling map; any subset; per request they override the
  * session's for that request only): temperature:float, top_k:int,
