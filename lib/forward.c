@@ -366,14 +366,22 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 	const struct kvcache *kv = f->runs[b->run].kv;
 	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
 	const float scale = 1.0f / sqrtf((float)hd);
-	int64_t nk, ng, idx, d;
+	int64_t nk, ng, idx, d, i0;
 	int32_t qi;
 
 	nk = fwd_att_gather(f, b, layer, h, th, &ng);
-	/* V transposed, (head_dim, keys), so out = P V is one product */
-	for (idx = 0; idx < nk; idx++)
-		for (d = 0; d < hd; d++)
-			th->vt[d * nk + idx] = th->vb[idx * hd + d];
+	/* For a block of queries, V transposed (head_dim, keys) so that
+	 * out = P V is one product; in tiles of 32 keys, so the writes stay
+	 * within a few cache lines.  A single query (decode) sums rows. */
+	if (b->n > 1)
+		for (i0 = 0; i0 < nk; i0 += 32) {
+			int64_t i1 = i0 + 32 < nk ? i0 + 32 : nk;
+
+			for (d = 0; d < hd; d++)
+				for (idx = i0; idx < i1; idx++)
+					th->vt[d * nk + idx] =
+					    th->vb[idx * hd + d];
+		}
 	struct mtensor km = { GGML_TYPE_F32, th->kb, nk, hd,
 	    hd * sizeof(float) };
 	struct mtensor vm = { GGML_TYPE_F32, th->vt, hd, nk,
@@ -408,8 +416,16 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 			}
 			vec_scale_f32(sc, 1.0f / sum, nk);
 		}
-		quant_matmul(GGML_TYPE_F32, vm.data, vm.rows, vm.cols,
-		    th->scores, b->n, th->ob, hd, 0, hd, NULL);
+		if (b->n > 1)
+			quant_matmul(GGML_TYPE_F32, vm.data, vm.rows, vm.cols,
+			    th->scores, b->n, th->ob, hd, 0, hd, NULL);
+		else {
+			memset(th->ob, 0, hd * sizeof(float));
+			for (idx = 0; idx < nk; idx++)
+				if (th->scores[idx] != 0.0f)
+					vec_axpy_f32(th->ob, th->scores[idx],
+					    th->vb + idx * hd, hd);
+		}
 		for (qi = 0; qi < b->n; qi++)
 			memcpy(f->att + (size_t)(b->i0 + qi) * hp->n_heads * hd +
 			    qoff, th->ob + (size_t)qi * hd, hd * sizeof(float));
