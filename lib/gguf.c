@@ -533,6 +533,12 @@ gguf_check_alignment(struct gguf_cursor *c, struct gguf_file *f)
 		return gguf_fail(c, -EINVAL,
 		    "alignment %u is not a power of two "
 		    "(key general.alignment)", a);
+	/* Below 4, tensor data could start at an odd address, and every
+	 * kernel reads F32 elements and the 2-byte fields of quant blocks
+	 * through naturally aligned pointers. */
+	if (a < 4)
+		return gguf_fail(c, -EINVAL, "alignment %u is below 4 "
+		    "(key general.alignment)", a);
 	f->alignment = a;
 	return 0;
 }

@@ -217,6 +217,8 @@ test_offset(struct model *m, const char *what)
 	d = max_diff(a, b, (size_t)80 * V);
 	tap_ok(d < 1e-3, "%s: and at position 3,000,000,000 (max diff %.2g)",
 	    what, d);
+	free(a);
+	free(b);
 }
 
 static void

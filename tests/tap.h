@@ -68,6 +68,7 @@ __attribute__((unused)) static int
 tap_done(void)
 {
 	printf("1..%d\n", tap_n);
+	fflush(stdout);
 	return tap_failed ? 1 : 0;
 }
 
