@@ -238,6 +238,7 @@ main(int argc, char **argv)
 	main_blas(argv);
 	if (config_load(&cfg, argc, argv, &cause) != 0) {
 		fprintf(stderr, "mistrald: %s\n", cause);
+		free(cause);
 		config_usage(stderr);
 		return 1;
 	}
