@@ -35,6 +35,11 @@ int	 store_prepare(struct store *s, const char *sql, sqlite3_stmt **st,
 	     char **cause);
 /* rc: the OR of a statement's sqlite3_bind_* results. */
 int	 store_bound(struct store *s, sqlite3_stmt *st, int rc, char **cause);
+typedef int store_row_fn(sqlite3_stmt *st, void *dst);
+typedef void store_rows_free_fn(void *rows, size_t n);
+int	 store_rows(struct store *s, sqlite3_stmt *st, size_t elt,
+	     store_row_fn *row, store_rows_free_fn *free_rows, void **v,
+	     size_t *n, char **cause);
 /* Step a statement that returns no rows, and finalize it. */
 int	 store_step_done(struct store *s, sqlite3_stmt *st, char **cause);
 int	 store_exec(struct store *s, const char *sql, char **cause);

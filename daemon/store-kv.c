@@ -105,14 +105,46 @@ store_crc32c(uint32_t crc, const void *buf, size_t len)
 
 /* ---- KV snapshot chains --------------------------------------------- */
 
+/* One row of the chain query in store_links_get(). */
+static int
+store_link_row(sqlite3_stmt *st, void *dst)
+{
+	struct store_link *l = dst;
+
+	l->link = sqlite3_column_int64(st, 0);
+	l->generation = sqlite3_column_int64(st, 1);
+	l->info.format = (uint32_t)sqlite3_column_int64(st, 2);
+	l->info.fingerprint = (uint64_t)sqlite3_column_int64(st, 3);
+	l->info.n_layers = (uint32_t)sqlite3_column_int64(st, 4);
+	l->info.n_kv_heads = (uint32_t)sqlite3_column_int64(st, 5);
+	l->info.head_dim = (uint32_t)sqlite3_column_int64(st, 6);
+	l->info.type = (enum kv_type)sqlite3_column_int(st, 7);
+	l->info.window = (uint32_t)sqlite3_column_int64(st, 8);
+	l->info.n_global = (uint32_t)sqlite3_column_int64(st, 9);
+	l->info.base = sqlite3_column_int64(st, 10);
+	l->info.since = sqlite3_column_int64(st, 11);
+	l->info.pos = sqlite3_column_int64(st, 12);
+	l->stream = sqlite3_column_int64(st, 13);
+	l->bytes = sqlite3_column_int64(st, 14);
+	l->info.bytes = l->bytes;
+	l->n_chunks = sqlite3_column_int64(st, 15);
+	l->created = sqlite3_column_int64(st, 16);
+	return 0;
+}
+
+static void
+store_links_free_cb(void *rows, size_t n)
+{
+	free(rows);
+}
+
 /* Read session id's chain (ordered by link).  *v malloc'd. */
 static int
 store_links_get(struct store *s, const char *id, struct store_link **v,
     size_t *n, char **cause)
 {
-	struct store_link *arr = NULL, *na, *l;
-	size_t len = 0, cap = 0;
 	sqlite3_stmt *st;
+	void *rows;
 	int rc;
 
 	*v = NULL;
@@ -125,48 +157,13 @@ store_links_get(struct store *s, const char *id, struct store_link **v,
 	    &st, cause)) != 0)
 		return rc;
 	if ((rc = store_bound(s, st, sqlite3_bind_text(st, 1, id, -1,
-	    SQLITE_STATIC), cause)) != 0)
-		goto fail;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap != 0 ? cap * 2 : 8;
-			if ((na = realloc(arr, cap * sizeof *arr)) == NULL) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			arr = na;
-		}
-		l = &arr[len++];
-		l->link = sqlite3_column_int64(st, 0);
-		l->generation = sqlite3_column_int64(st, 1);
-		l->info.format = (uint32_t)sqlite3_column_int64(st, 2);
-		l->info.fingerprint = (uint64_t)sqlite3_column_int64(st, 3);
-		l->info.n_layers = (uint32_t)sqlite3_column_int64(st, 4);
-		l->info.n_kv_heads = (uint32_t)sqlite3_column_int64(st, 5);
-		l->info.head_dim = (uint32_t)sqlite3_column_int64(st, 6);
-		l->info.type = (enum kv_type)sqlite3_column_int(st, 7);
-		l->info.window = (uint32_t)sqlite3_column_int64(st, 8);
-		l->info.n_global = (uint32_t)sqlite3_column_int64(st, 9);
-		l->info.base = sqlite3_column_int64(st, 10);
-		l->info.since = sqlite3_column_int64(st, 11);
-		l->info.pos = sqlite3_column_int64(st, 12);
-		l->stream = sqlite3_column_int64(st, 13);
-		l->bytes = sqlite3_column_int64(st, 14);
-		l->info.bytes = l->bytes;
-		l->n_chunks = sqlite3_column_int64(st, 15);
-		l->created = sqlite3_column_int64(st, 16);
+	    SQLITE_STATIC), cause)) != 0) {
+		sqlite3_finalize(st);
+		return rc;
 	}
-	if (rc != SQLITE_DONE) {
-		rc = store_fail(s, cause, "sqlite3_step", st, rc);
-		goto fail;
-	}
-	sqlite3_finalize(st);
-	*v = arr;
-	*n = len;
-	return 0;
-fail:
-	sqlite3_finalize(st);
-	free(arr);
+	if ((rc = store_rows(s, st, sizeof **v, store_link_row,
+	    store_links_free_cb, &rows, n, cause)) == 0)
+		*v = rows;
 	return rc;
 }
 

@@ -458,39 +458,29 @@ store_session_delete(struct store *s, const char *id, char **cause)
 	return rc;
 }
 
+static int
+store_session_row_cb(sqlite3_stmt *st, void *dst)
+{
+	return store_session_row(st, dst);
+}
+
+static void
+store_session_rows_free_cb(void *rows, size_t n)
+{
+	store_session_list_free(rows, n);
+}
+
 /* Run a session query (bound by the caller) and take its rows. */
 static int
 store_session_rows(struct store *s, sqlite3_stmt *st,
     struct store_session **v, size_t *n, char **cause)
 {
-	struct store_session *arr = NULL, *na;
-	size_t len = 0, cap = 0;
+	void *rows;
 	int rc;
 
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap != 0 ? cap * 2 : 16;
-			if ((na = realloc(arr, cap * sizeof *arr)) == NULL) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			arr = na;
-		}
-		if ((rc = store_session_row(st, &arr[len])) != 0)
-			goto fail;
-		len++;
-	}
-	if (rc != SQLITE_DONE) {
-		rc = store_fail(s, cause, "sqlite3_step", st, rc);
-		goto fail;
-	}
-	sqlite3_finalize(st);
-	*v = arr;
-	*n = len;
-	return 0;
-fail:
-	sqlite3_finalize(st);
-	store_session_list_free(arr, len);
+	if ((rc = store_rows(s, st, sizeof **v, store_session_row_cb,
+	    store_session_rows_free_cb, &rows, n, cause)) == 0)
+		*v = rows;
 	return rc;
 }
 
@@ -822,13 +812,24 @@ nomem:
 	return -ENOMEM;
 }
 
+static int
+store_message_row_cb(sqlite3_stmt *st, void *dst)
+{
+	return store_message_row(st, dst);
+}
+
+static void
+store_messages_free_cb(void *rows, size_t n)
+{
+	store_messages_free(rows, n);
+}
+
 int
 store_messages_get(struct store *s, const char *id, int64_t from_seq,
     struct store_message **v, size_t *n, char **cause)
 {
-	struct store_message *arr = NULL, *na;
-	size_t len = 0, cap = 0;
 	sqlite3_stmt *st;
+	void *rows;
 	int rc;
 
 	*v = NULL;
@@ -841,32 +842,13 @@ store_messages_get(struct store *s, const char *id, int64_t from_seq,
 		return rc;
 	rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	rc |= sqlite3_bind_int64(st, 2, from_seq);
-	if ((rc = store_bound(s, st, rc, cause)) != 0)
-		goto fail;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap != 0 ? cap * 2 : 16;
-			if ((na = realloc(arr, cap * sizeof *arr)) == NULL) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			arr = na;
-		}
-		if ((rc = store_message_row(st, &arr[len])) != 0)
-			goto fail;
-		len++;
+	if ((rc = store_bound(s, st, rc, cause)) != 0) {
+		sqlite3_finalize(st);
+		return rc;
 	}
-	if (rc != SQLITE_DONE) {
-		rc = store_fail(s, cause, "sqlite3_step", st, rc);
-		goto fail;
-	}
-	sqlite3_finalize(st);
-	*v = arr;
-	*n = len;
-	return 0;
-fail:
-	sqlite3_finalize(st);
-	store_messages_free(arr, len);
+	if ((rc = store_rows(s, st, sizeof **v, store_message_row_cb,
+	    store_messages_free_cb, &rows, n, cause)) == 0)
+		*v = rows;
 	return rc;
 }
 

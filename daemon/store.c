@@ -271,6 +271,47 @@ store_bound(struct store *s, sqlite3_stmt *st, int rc, char **cause)
 	    st, sqlite3_errcode(s->db));
 }
 
+/*
+ * Step a prepared, bound statement to its end, decoding each row with
+ * row() into a growing array of elt-byte elements, and finalize it.
+ * On success *v (malloc'd, NULL when empty) and *n hold the rows; on
+ * failure the rows decoded so far are released with free_rows().
+ */
+int
+store_rows(struct store *s, sqlite3_stmt *st, size_t elt, store_row_fn *row,
+    store_rows_free_fn *free_rows, void **v, size_t *n, char **cause)
+{
+	char *arr = NULL, *na;
+	size_t len = 0, cap = 0;
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap != 0 ? cap * 2 : 16;
+			if ((na = realloc(arr, cap * elt)) == NULL) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+			arr = na;
+		}
+		if ((rc = row(st, arr + len * elt)) != 0)
+			goto fail;
+		len++;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = store_fail(s, cause, "sqlite3_step", st, rc);
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	*v = arr;
+	*n = len;
+	return 0;
+fail:
+	sqlite3_finalize(st);
+	free_rows(arr, len);
+	return rc;
+}
+
 /* Step a statement that returns no rows, and finalize it. */
 int
 store_step_done(struct store *s, sqlite3_stmt *st, char **cause)
