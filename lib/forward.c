@@ -738,14 +738,14 @@ fwd_plan(struct fwd *f, const int32_t *tokens, struct kvcache *const *seqs,
 
 static int
 fwd_piece(struct fwd *f, const int32_t *tokens, struct kvcache *const *seqs,
-    const uint8_t *want, int32_t n, float *logits)
+    const uint8_t *want, int32_t n, int planned, float *logits)
 {
 	const struct model_hparams *hp = &f->m->hp;
 	int32_t t, r, rows;
 	uint32_t l;
 	int rc;
 
-	if ((rc = fwd_plan(f, tokens, seqs, n)) != 0)
+	if (!planned && (rc = fwd_plan(f, tokens, seqs, n)) != 0)
 		return rc;
 	fwd_rope_tables(f, n);
 	for (t = 0; t < n; t++)
@@ -782,13 +782,18 @@ fwd_run(struct fwd *f, const struct fwd_batch *b, float *logits)
 		return b->n == 0 ? 0 : -EINVAL;
 	want = b->want;
 	if (want == NULL) {
-		if ((own = malloc(b->n)) == NULL)
+		/* the last token of each sequence's run; f->want serves the
+		 * usual batch, only an oversized one allocates */
+		if (b->n <= f->max_tokens)
+			own = f->want;
+		else if ((own = malloc(b->n)) == NULL)
 			return -ENOMEM;
 		for (i = 0; i < b->n; i++)
 			own[i] = i + 1 == b->n || b->seqs[i + 1] != b->seqs[i];
 		want = own;
 	}
-	/* Check the whole batch before the first piece touches a cache. */
+	/* Check the whole batch before the first piece touches a cache; a
+	 * batch of one piece keeps its plan for the pass itself. */
 	for (off = 0; off < b->n; off += n) {
 		n = b->n - off < f->max_tokens ? b->n - off : f->max_tokens;
 		if ((rc = fwd_plan(f, b->tokens + off, b->seqs + off, n)) != 0)
@@ -797,14 +802,16 @@ fwd_run(struct fwd *f, const struct fwd_batch *b, float *logits)
 	for (off = 0; off < b->n; off += n) {
 		n = b->n - off < f->max_tokens ? b->n - off : f->max_tokens;
 		rc = fwd_piece(f, b->tokens + off, b->seqs + off, want + off, n,
-		    logits ? logits + (size_t)total * f->m->hp.n_vocab : NULL);
+		    b->n <= f->max_tokens, logits ? logits + (size_t)total *
+		    f->m->hp.n_vocab : NULL);
 		if (rc < 0)
 			goto out;
 		total += rc;
 	}
 	rc = total;
 out:
-	free(own);
+	if (own != f->want)
+		free(own);
 	return rc;
 }
 
