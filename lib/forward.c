@@ -53,13 +53,10 @@ struct fwd_qblock {
 };
 
 struct fwd_thread {
-	float		*scores;	/* (FWD_QBLOCK, keys) */
+	float		*scores;	/* (heads per kv head, keys) */
 	float		*kb;		/* (keys, head_dim) gathered keys */
 	float		*vb;		/* (keys, head_dim) gathered values */
-	float		*vt;		/* (head_dim, keys) the same, transposed */
 	int64_t		*kpos;		/* (keys) their positions */
-	float		 qb[FWD_QBLOCK * 256];	/* (FWD_QBLOCK, head_dim) */
-	float		 ob[FWD_QBLOCK * 256];	/* (FWD_QBLOCK, head_dim) */
 	size_t		 keys_cap;
 	void		*mm;		/* quant_matmul scratch */
 	size_t		 mm_cap;
@@ -105,6 +102,11 @@ struct fwd {
 
 	uint8_t		*want;		/* (T) */
 	struct fwd_thread *th;		/* n_threads */
+
+	/* int8 activations, one buffer per format (quant.h) */
+	uint8_t		*act[3];	/* (T, widest input); Q8_0 is the
+					   larger format, so it sizes both */
+	int64_t		 act_cols;
 };
 
 /* ---- parallel helpers ---------------------------------------------- */
@@ -124,6 +126,7 @@ struct fwd_mm_job {
 	float			*y[FWD_MM_MAX];
 	long			 first[FWD_MM_MAX + 1];	/* first item of each */
 	long			 per[FWD_MM_MAX];	/* rows per item */
+	const struct quant_act	*act[FWD_MM_MAX];	/* or NULL */
 	const float		*x;
 	int64_t			 n;
 };
@@ -143,6 +146,11 @@ fwd_matmul_cb(void *arg, long item, int ith)
 	w = j->w[m];
 	r0 = (item - j->first[m]) * j->per[m];
 	r1 = r0 + j->per[m] < w->rows ? r0 + j->per[m] : w->rows;
+	if (j->act[m] != NULL) {
+		quant_matmul_act(w->type, w->data, w->rows, w->cols, j->act[m],
+		    j->y[m], w->rows, r0, r1);
+		return;
+	}
 	need = quant_matmul_scratch(w->type, w->cols, r1 - r0);
 	if (need > th->mm_cap) {
 		void *p = realloc(th->mm, need);
@@ -156,15 +164,56 @@ fwd_matmul_cb(void *arg, long item, int ith)
 	    w->rows, r0, r1, th->mm_cap >= need ? th->mm : NULL);
 }
 
-/* y[i] (n, w[i]->rows) = x (n, cols) . w[i]^T for each of n_mats. */
+#define FWD_ACT_ITEM 4	/* inputs per item of the quantizing job */
+
+struct fwd_act_job {
+	const struct quant_act	*a;
+	const float		*x;
+	int64_t			 n;
+};
+
+static void
+fwd_act_cb(void *arg, long item, int ith)
+{
+	struct fwd_act_job *j = arg;
+	int64_t i0 = item * FWD_ACT_ITEM, i1 = i0 + FWD_ACT_ITEM;
+
+	quant_act_fill(j->a, j->x, i0, i1 < j->n ? i1 : j->n);
+}
+
+/*
+ * y[i] (n, w[i]->rows) = x (n, cols) . w[i]^T for each of n_mats.  Inputs
+ * that go to int8 are quantized once here, per format, for all the
+ * matrices and threads (a batch of more than one input in parallel).
+ */
 static void
 fwd_matmul_n(struct fwd *f, int n_mats, const struct mtensor *const *w,
     const float *x, int64_t n, float *const *y)
 {
+	struct quant_act act[3];
 	struct fwd_mm_job j;
 	long items, target = 4L * f->n_threads;
-	int i;
+	int i, fmt, have = 0;
 
+	for (i = 0; i < n_mats; i++) {
+		fmt = quant_act_fmt(w[i]->type, w[i]->cols);
+		j.act[i] = NULL;
+		if (fmt == QUANT_ACT_NONE || w[i]->cols > f->act_cols)
+			continue;
+		if (!(have & 1 << fmt)) {
+			struct fwd_act_job aj = { &act[fmt], x, n };
+
+			quant_act_bind(&act[fmt], f->act[fmt], fmt, w[i]->cols,
+			    n);
+			if (n > 1)
+				pool_run(f->pool, fwd_act_cb, &aj, (long)((n +
+				    FWD_ACT_ITEM - 1) / FWD_ACT_ITEM));
+			else
+				quant_act_fill(&act[fmt], x, 0, n);
+			have |= 1 << fmt;
+		}
+		j.act[i] = &act[fmt];
+	}
 	j.f = f;
 	j.n_mats = n_mats;
 	j.x = x;
@@ -350,13 +399,32 @@ fwd_att_gather(struct fwd *f, const struct fwd_qblock *b, uint32_t layer,
 	return nk;
 }
 
+/* The first index in [lo, hi) whose position is above pos (kpos is
+ * ascending there). */
+static int64_t
+fwd_att_upper(const int64_t *kpos, int64_t lo, int64_t hi, int64_t pos)
+{
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+
+		if (kpos[mid] <= pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /*
  * Attention for a block of consecutive queries of one run and the query
  * heads that share kv head h.  The keys and values are dequantized once
- * per block; then, per query head, two matrix products: scores = Q K^T
- * over all the block's keys, the keys a query may not see (a global after
- * it, or outside its window [t-W+1, t]; keys are sorted, globals first)
- * masked out before the softmax, and out = P V.
+ * per block (fwd_att_gather: globals first, then ascending positions);
+ * then each query, with all the heads sharing h at once, attends to
+ * exactly the keys it sees: the globals at or before it, then the keys
+ * of its window [t-W+1, t].  Scores, softmax and the weighted sum of
+ * values run over that list in order with the kernels of quant.h, so a
+ * query's result is the same bits whether it is decoded alone, batched
+ * with other sequences or prefilled in a chunk of any size (DESIGN 6).
  */
 static void
 fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
@@ -366,69 +434,38 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 	const struct kvcache *kv = f->runs[b->run].kv;
 	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
 	const float scale = 1.0f / sqrtf((float)hd);
-	int64_t nk, ng, idx, d, i0;
+	int64_t nk, ng, gq, lo, hi, nv;
 	int32_t qi;
 
 	nk = fwd_att_gather(f, b, layer, h, th, &ng);
-	/* For a block of queries, V transposed (head_dim, keys) so that
-	 * out = P V is one product; in tiles of 32 keys, so the writes stay
-	 * within a few cache lines.  A single query (decode) sums rows. */
-	if (b->n > 1)
-		for (i0 = 0; i0 < nk; i0 += 32) {
-			int64_t i1 = i0 + 32 < nk ? i0 + 32 : nk;
+	for (qi = 0; qi < b->n; qi++) {
+		int64_t t = f->tpos[b->i0 + qi];
+		size_t qoff = (size_t)(b->i0 + qi) * hp->n_heads * hd +
+		    (size_t)h * rep * hd;
+		const float *q = f->q + qoff;
+		float *out = f->att + qoff, *sc = th->scores;
 
-			for (d = 0; d < hd; d++)
-				for (idx = i0; idx < i1; idx++)
-					th->vt[d * nk + idx] =
-					    th->vb[idx * hd + d];
+		gq = fwd_att_upper(th->kpos, 0, ng, t);
+		lo = fwd_att_upper(th->kpos, ng, nk, t - (int64_t)kv->p.window);
+		hi = fwd_att_upper(th->kpos, lo, nk, t);
+		nv = gq + hi - lo;
+		vec_att_scores(q, (int)rep, th->kb, gq, (int)hd, sc, nv);
+		vec_att_scores(q, (int)rep, th->kb + lo * hd, hi - lo, (int)hd,
+		    sc + gq, nv);
+		for (g = 0; g < rep; g++) {
+			float *row = sc + (size_t)g * nv, mx = -INFINITY;
+			int64_t i;
+
+			vec_scale_f32(row, scale, nv);
+			for (i = 0; i < nv; i++)
+				if (row[i] > mx)
+					mx = row[i];
+			vec_scale_f32(row, 1.0f / vec_exp_sum(row, nv, mx), nv);
 		}
-	struct mtensor km = { GGML_TYPE_F32, th->kb, nk, hd,
-	    hd * sizeof(float) };
-	struct mtensor vm = { GGML_TYPE_F32, th->vt, hd, nk,
-	    (size_t)nk * sizeof(float) };
-
-	for (g = 0; g < rep; g++) {
-		size_t qoff = (size_t)(h * rep + g) * hd;
-
-		for (qi = 0; qi < b->n; qi++)
-			memcpy(th->qb + (size_t)qi * hd, f->q + (size_t)(b->i0 +
-			    qi) * hp->n_heads * hd + qoff, hd * sizeof(float));
-		quant_matmul(GGML_TYPE_F32, km.data, km.rows, km.cols, th->qb,
-		    b->n, th->scores, nk, 0, nk, NULL);
-		for (qi = 0; qi < b->n; qi++) {
-			float *sc = th->scores + (size_t)qi * nk;
-			int64_t t = f->tpos[b->i0 + qi];
-			int64_t wlo = t - (int64_t)kv->p.window + 1;
-			float mx = -INFINITY, sum = 0.0f;
-
-			for (idx = 0; idx < nk; idx++) {
-				int64_t j = th->kpos[idx];
-
-				if (j > t || (idx >= ng && j < wlo))
-					sc[idx] = -INFINITY;
-				else if ((sc[idx] *= scale) > mx)
-					mx = sc[idx];
-			}
-			for (idx = 0; idx < nk; idx++) {
-				sc[idx] = sc[idx] == -INFINITY ? 0.0f :
-				    expf(sc[idx] - mx);
-				sum += sc[idx];
-			}
-			vec_scale_f32(sc, 1.0f / sum, nk);
-		}
-		if (b->n > 1)
-			quant_matmul(GGML_TYPE_F32, vm.data, vm.rows, vm.cols,
-			    th->scores, b->n, th->ob, hd, 0, hd, NULL);
-		else {
-			memset(th->ob, 0, hd * sizeof(float));
-			for (idx = 0; idx < nk; idx++)
-				if (th->scores[idx] != 0.0f)
-					vec_axpy_f32(th->ob, th->scores[idx],
-					    th->vb + idx * hd, hd);
-		}
-		for (qi = 0; qi < b->n; qi++)
-			memcpy(f->att + (size_t)(b->i0 + qi) * hp->n_heads * hd +
-			    qoff, th->ob + (size_t)qi * hd, hd * sizeof(float));
+		memset(out, 0, (size_t)rep * hd * sizeof *out);
+		vec_att_pv(sc, (int)rep, nv, th->vb, gq, (int)hd, out);
+		vec_att_pv(sc + gq, (int)rep, nv, th->vb + lo * hd, hi - lo,
+		    (int)hd, out);
 	}
 }
 
@@ -655,20 +692,18 @@ static int
 fwd_reserve_keys(struct fwd *f, size_t keys)
 {
 	size_t hd = f->m->hp.head_dim;
+	size_t rep = f->m->hp.n_heads / f->m->hp.n_kv_heads;
 	int i;
 
 	for (i = 0; i < f->n_threads; i++) {
 		struct fwd_thread *th = &f->th[i];
-		void *a, *b, *c, *d, *e;
+		void *a, *b, *c, *d;
 
 		if (th->keys_cap >= keys)
 			continue;
-		a = realloc(th->scores, keys * FWD_QBLOCK * sizeof *th->scores);
+		a = realloc(th->scores, keys * rep * sizeof *th->scores);
 		if (a != NULL)
 			th->scores = a;
-		e = realloc(th->vt, keys * hd * sizeof *th->vt);
-		if (e != NULL)
-			th->vt = e;
 		b = realloc(th->kb, keys * hd * sizeof *th->kb);
 		if (b != NULL)
 			th->kb = b;
@@ -678,8 +713,7 @@ fwd_reserve_keys(struct fwd *f, size_t keys)
 		d = realloc(th->kpos, keys * sizeof *th->kpos);
 		if (d != NULL)
 			th->kpos = d;
-		if (a == NULL || b == NULL || c == NULL || d == NULL ||
-		    e == NULL)
+		if (a == NULL || b == NULL || c == NULL || d == NULL)
 			return -ENOMEM;
 		th->keys_cap = keys;
 	}
@@ -915,6 +949,13 @@ fwd_create(const struct model *m, int max_tokens, int n_threads,
 	FWD_ALLOC(f->ye, T * hp->dim);
 	FWD_ALLOC(f->want, T);
 	FWD_ALLOC(f->th, (size_t)n_threads);
+	/* every product's input is dim, ffn or the attention output wide */
+	f->act_cols = hp->dim > hp->ffn_dim ? hp->dim : hp->ffn_dim;
+	if ((int64_t)qd > f->act_cols)
+		f->act_cols = (int64_t)qd;
+	for (i = QUANT_ACT_Q8_0; i <= QUANT_ACT_Q8_K; i++)
+		FWD_ALLOC(f->act[i], quant_act_bytes(QUANT_ACT_Q8_0,
+		    f->act_cols, (int64_t)T));
 #undef FWD_ALLOC
 	for (i = 0; i < hp->n_rot / 2; i++)
 		f->inv_freq[i] = pow((double)hp->rope_base,
@@ -939,11 +980,12 @@ fwd_free(struct fwd *f)
 			free(f->th[i].scores);
 			free(f->th[i].kb);
 			free(f->th[i].vb);
-			free(f->th[i].vt);
 			free(f->th[i].kpos);
 			free(f->th[i].mm);
 		}
 	free(f->th);
+	free(f->act[QUANT_ACT_Q8_0]);
+	free(f->act[QUANT_ACT_Q8_K]);
 	free(f->inv_freq);
 	free(f->x);
 	free(f->xb);

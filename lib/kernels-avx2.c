@@ -51,9 +51,41 @@ quant_avx2_hsum(__m256 v)
 }
 
 QUANT_AVX2 static inline float
+quant_avx2_hmax(__m256 v)
+{
+	__m128 s = _mm_max_ps(_mm256_castps256_ps128(v),
+	    _mm256_extractf128_ps(v, 1));
+
+	s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_max_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+QUANT_AVX2 static inline int32_t
+quant_avx2_hsum_i32(__m256i v)
+{
+	__m128i s = _mm_add_epi32(_mm256_castsi256_si128(v),
+	    _mm256_extracti128_si256(v, 1));
+
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+	return _mm_cvtsi128_si32(s);
+}
+
+QUANT_AVX2 static inline float
 quant_avx2_half(uint16_t h)
 {
 	return _cvtsh_ss(h);
+}
+
+/* The half at p, as 8 floats: a broadcast load and one conversion. */
+QUANT_AVX2 static inline __m256
+quant_avx2_half8(const uint16_t *p)
+{
+	uint16_t h;
+
+	memcpy(&h, p, sizeof h);
+	return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
 }
 
 /* 8 signed bytes at p, widened to floats. */
@@ -715,6 +747,64 @@ quant_avx2_dequant_q6_K(const void *src, float *dst, int64_t n)
 
 /* ---- int8 activations (quant-internal.h) --------------------------- */
 
+/*
+ * The activation quantizer, bit-identical to quant_q8x_quantize(): the
+ * same scalar scale, the same products x * id, clamps and round-to-even
+ * conversions, only eight at a time.  max_ps takes its second operand when
+ * either is NaN, which is how fmaxf ignores one.
+ */
+QUANT_AVX2 static void
+quant_avx2_q8x_quantize(const float *x, int64_t n, int kfmt, int8_t *q,
+    float *d, int32_t *s)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	const __m256 lo = _mm256_set1_ps(-127), hi = _mm256_set1_ps(127);
+	int bs = kfmt ? QK_K : QK8_0;
+
+	for (int64_t b = 0; b < n / bs; b++, x += bs, q += bs) {
+		__m256 m = _mm256_setzero_ps(), vid;
+		float amax, max = 0, id;
+
+		for (int j = 0; j < bs; j += 8)
+			m = _mm256_max_ps(_mm256_andnot_ps(sign,
+			    _mm256_loadu_ps(x + j)), m);
+		amax = quant_avx2_hmax(m);
+		if (kfmt) {
+			for (int j = 0; j < bs; j++) {
+				if (__builtin_fabsf(x[j]) == amax) {
+					max = x[j];
+					break;
+				}
+			}
+			id = amax > 0 ? -127 / max : 0;
+			d[b] = amax > 0 ? 1 / id : 0;
+		} else {
+			id = amax > 0 ? 127 / amax : 0;
+			d[b] = quant_f16_to_f32(quant_f32_to_f16(amax / 127));
+		}
+		vid = _mm256_set1_ps(id);
+		for (int j = 0; j < bs; j += 32) {
+			__m256i v[4], p16, p8;
+
+			for (int k = 0; k < 4; k++)
+				v[k] = _mm256_cvtps_epi32(_mm256_min_ps(
+				    _mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(
+				    x + j + 8 * k), vid), lo), hi));
+			/* pack to bytes; packs interleave 128-bit lanes,
+			 * the permute puts them back in order */
+			p16 = _mm256_packs_epi32(v[0], v[1]);
+			p8 = _mm256_packs_epi16(p16, _mm256_packs_epi32(v[2],
+			    v[3]));
+			p8 = _mm256_permutevar8x32_epi32(p8,
+			    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+			_mm256_storeu_si256((__m256i *)(q + j), p8);
+			*s++ = quant_avx2_hsum_i32(_mm256_add_epi32(
+			    _mm256_add_epi32(v[0], v[1]),
+			    _mm256_add_epi32(v[2], v[3])));
+		}
+	}
+}
+
 /* sum of u[i] s[i] over each group of 4 bytes: unsigned times signed
  * bytes, pairs added to 16 bits (cannot saturate for our ranges: at most
  * 2 * 128 * 127), then pairs of those to 32 bits. */
@@ -725,169 +815,545 @@ quant_avx2_madd8(__m256i u, __m256i s)
 	    _mm256_set1_epi16(1));
 }
 
-QUANT_AVX2 static float
-quant_avx2_dotq_q8_0(const void *row, const struct quant_q8x *x, int64_t n)
+/*
+ * Tiles.  Each kernel below computes an NR x NC tile of outputs, rows
+ * times inputs, and is instantiated for the tile shapes quant_avx2_mmq()
+ * uses.  Within a block (32 elements, or a super-block of 256) the sums
+ * are exact integers; each output then has ONE float accumulator of 8
+ * lanes, updated once per block in block order (acc = scale * isum + acc)
+ * and summed across lanes at the end.  That sequence does not depend on
+ * the tile shape or on where the tile sits, which is what makes a
+ * product's outputs independent of the batch (quant-internal.h, DESIGN 6).
+ */
+#define QUANT_MMQ_NR	4
+#define QUANT_MMQ_NC	4
+
+#define QUANT_MMQ_KERNEL QUANT_AVX2 static inline __attribute__((always_inline))
+/* Tile loops have constant trip counts once inlined; unrolled, the
+ * accumulators live in registers instead of on the stack (2x faster). */
+#define QUANT_UNROLL _Pragma("GCC unroll 8")
+
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_store(__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC], int nr, int nc,
+    float *y, int64_t ldy)
 {
-	const struct block_q8_0 *b = row;
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-
-	for (int64_t i = 0; i < n / QK8_0; i++, b++) {
-		__m256i w = _mm256_loadu_si256((const __m256i *)b->qs);
-		__m256i v = _mm256_loadu_si256((const __m256i *)(x->q + 32 * i));
-		/* |w| times v with w's sign: unsigned times signed */
-		__m256 p = _mm256_cvtepi32_ps(quant_avx2_madd8(
-		    _mm256_abs_epi8(w), _mm256_sign_epi8(v, w)));
-		__m256 d = _mm256_set1_ps(quant_avx2_half(b->d) * x->d[i]);
-
-		if (i & 1)
-			acc1 = _mm256_fmadd_ps(d, p, acc1);
-		else
-			acc0 = _mm256_fmadd_ps(d, p, acc0);
-	}
-	return quant_avx2_hsum(_mm256_add_ps(acc0, acc1));
+	QUANT_UNROLL
+	for (int r = 0; r < nr; r++)
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			y[c * ldy + r] = quant_avx2_hsum(acc[r][c]);
 }
 
 /*
- * sum((q - 8) v) = sum(q v) - 8 s: the quants stay unsigned and each of
- * the 8 lanes of partial sums gives up s, the block's sum of v.
+ * Q8_0 and Q4_0 tiles share one loop (quant_avx2_mmq_b32_t): per block, a
+ * row's prepared quants (struct quant_avx2_b32) times each input.  With
+ * one input the row is prepared and used at once, so only the four
+ * accumulators stay live: preparing all four rows first spilled an
+ * accumulator to the stack, and its store-to-load chain cost a quarter
+ * of the decode speed.
  */
-QUANT_AVX2 static float
-quant_avx2_dotq_q4_0(const void *row, const struct quant_q8x *x, int64_t n)
+struct quant_avx2_b32 {
+	__m256i	 u;	/* unsigned quants */
+	__m256i	 s;	/* Q8_0: the signed quants whose sign goes onto x */
+	__m256	 d;	/* the block's scale */
+};
+
+QUANT_MMQ_KERNEL struct quant_avx2_b32
+quant_avx2_b32_prep(const char *row, int64_t i, const int q4)
 {
-	const struct block_q4_0 *b = row;
-	__m128i m4 = _mm_set1_epi8(0xf);
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+	struct quant_avx2_b32 p;
 
-	for (int64_t i = 0; i < n / QK4_0; i++, b++) {
-		__m128i v = _mm_loadu_si128((const __m128i *)b->qs);
-		__m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4),
-		    m4), _mm_and_si128(v, m4));
-		__m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + 32 * i));
-		__m256 p = _mm256_cvtepi32_ps(_mm256_sub_epi32(
-		    quant_avx2_madd8(q, xv), _mm256_set1_epi32(x->s[i])));
-		__m256 d = _mm256_set1_ps(quant_avx2_half(b->d) * x->d[i]);
+	if (q4) {
+		const struct block_q4_0 *b = (const struct block_q4_0 *)row + i;
+		__m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+		    (const __m128i *)b->qs));
 
-		if (i & 1)
-			acc1 = _mm256_fmadd_ps(d, p, acc1);
-		else
-			acc0 = _mm256_fmadd_ps(d, p, acc0);
+		/* low nibbles in the low lane, high in the high */
+		p.u = _mm256_and_si256(_mm256_blend_epi32(v,
+		    _mm256_srli_epi16(v, 4), 0xf0), _mm256_set1_epi8(0xf));
+		p.s = p.u;
+		p.d = quant_avx2_half8(&b->d);
+	} else {
+		const struct block_q8_0 *b = (const struct block_q8_0 *)row + i;
+
+		p.s = _mm256_loadu_si256((const __m256i *)b->qs);
+		p.u = _mm256_abs_epi8(p.s);
+		p.d = quant_avx2_half8(&b->d);
 	}
-	return quant_avx2_hsum(_mm256_add_ps(acc0, acc1));
+	return p;
+}
+
+/* Q8_0: |w| times x with w's sign.  Q4_0: sum((q - 8) x) = sum(q x) - 8 s,
+ * so the quants stay unsigned and each of the 8 lanes of partial sums
+ * gives up s, the block's sum of x. */
+QUANT_MMQ_KERNEL __m256
+quant_avx2_b32_dot(struct quant_avx2_b32 p, const struct quant_q8x *x,
+    int64_t i, __m256 acc, const int q4)
+{
+	__m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + QK8_0 * i));
+	__m256i isum;
+
+	if (q4)
+		isum = _mm256_sub_epi32(quant_avx2_madd8(p.u, xv),
+		    _mm256_set1_epi32(x->s[i]));
+	else
+		isum = quant_avx2_madd8(p.u, _mm256_sign_epi8(xv, p.s));
+	return _mm256_fmadd_ps(_mm256_mul_ps(p.d, _mm256_set1_ps(x->d[i])),
+	    _mm256_cvtepi32_ps(isum), acc);
+}
+
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc,
+    const int q4)
+{
+	__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC];
+
+	QUANT_UNROLL
+	for (int r = 0; r < nr; r++)
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QK8_0; i++) {
+		struct quant_avx2_b32 p[QUANT_MMQ_NR];
+
+		if (nc == 1) {
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
+				acc[r][0] = quant_avx2_b32_dot(
+				    quant_avx2_b32_prep(w + r * rs, i, q4), x, i,
+				    acc[r][0], q4);
+			continue;
+		}
+		QUANT_UNROLL
+		for (int r = 0; r < nr; r++)
+			p[r] = quant_avx2_b32_prep(w + r * rs, i, q4);
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
+				acc[r][c] = quant_avx2_b32_dot(p[r], &x[c], i,
+				    acc[r][c], q4);
+	}
+	quant_avx2_mmq_store(acc, nr, nc, y, ldy);
+}
+
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_q8_0_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+{
+	quant_avx2_mmq_b32_t(w, rs, x, y, ldy, n, nr, nc, 0);
+}
+
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_q4_0_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+{
+	quant_avx2_mmq_b32_t(w, rs, x, y, ldy, n, nr, nc, 1);
 }
 
 /*
- * Q4_K (off_qh == 0) and Q5_K: the quants of chunk c are 32 bytes of low
- * and 32 of high nibbles (plus the qh bits), each lined up with 32 int8
- * activations.  The scales times the x scale, and the min term
- * sum_j dmin m_j d_x s_j, are 8-wide vector operations per block.
+ * Q4_K (five == 0) and Q5_K.  Per super-block and row, the quants are
+ * unpacked once into 256 bytes in x's element order and the 8 6-bit
+ * scales broadcast to 16-bit lanes, so that for each input
+ *	isum = sum_j sc_j sum(q x over sub-block j)
+ * is vpmaddubsw then vpmaddwd by the scale (at most 2 * 31 * 127 * 63 per
+ * lane and step, 8 steps: far from overflow).  The mins, sum_j m_j s_j,
+ * are exact in float (at most 63 * 4064 * 8 < 2^24).  Per block and
+ * output: acc = d dx isum + acc, then acc = -(dmin dx) (m s) + acc.
  */
-QUANT_AVX2 static inline __attribute__((always_inline)) float
-quant_avx2_dotq_k45(const uint8_t *p, size_t bsize, size_t off_qs,
-    size_t off_qh, const struct quant_q8x *x, int64_t n)
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc,
+    const int five)
 {
-	__m256i m4 = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
-	__m256i two = _mm256_set1_epi8(2);
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, macc = acc0;
-	float sd[8], sm[8], sdx[8];
+	const size_t bsize = five ? sizeof(struct block_q5_K) :
+	    sizeof(struct block_q4_K);
+	const __m256i m4 = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
+	const __m256i two = _mm256_set1_epi8(2);
+	__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC];
+	__m256i q[QUANT_MMQ_NR][8], sc[QUANT_MMQ_NR][8];
+	__m256 d[QUANT_MMQ_NR], dmin[QUANT_MMQ_NR], mins[QUANT_MMQ_NR];
 
-	for (int64_t i = 0; i < n / QK_K; i++, p += bsize) {
-		const struct block_q4_K *b = (const void *)p;
-		const uint8_t *qs = p + off_qs;
-		const int8_t *xq = x->q + QK_K * i;
-		__m256 dx = _mm256_set1_ps(x->d[i]);
-		__m256i h = _mm256_setzero_si256();
+	QUANT_UNROLL
+	for (int r = 0; r < nr; r++)
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QK_K; i++) {
+		QUANT_UNROLL
+		for (int r = 0; r < nr; r++) {
+			const uint8_t *p = (const uint8_t *)(w + r * rs) +
+			    bsize * i;
+			const struct block_q4_K *b4 = (const void *)p;
+			const struct block_q5_K *b5 = (const void *)p;
+			const uint8_t *qs = five ? b5->qs : b4->qs;
+			uint32_t u0, u1, u2;
+			__m256i h = _mm256_setzero_si256();
+			__m128i v;
 
-		quant_avx2_k45_scales(b->scales, quant_avx2_half(b->d),
-		    quant_avx2_half(b->dmin), sd, sm);
-		_mm256_storeu_ps(sdx, _mm256_mul_ps(_mm256_loadu_ps(sd), dx));
-		macc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(sm), dx),
-		    _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)
-		    (x->s + 8 * i))), macc);
-		if (off_qh != 0)
-			h = _mm256_loadu_si256((const __m256i *)(p + off_qh));
-		for (int c = 0; c < 4; c++) {
-			__m256i v = _mm256_loadu_si256((const __m256i *)
-			    (qs + 32 * c));
-			__m256i lo = _mm256_and_si256(v, m4);
-			__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+			memcpy(&u0, b4->scales, 4);
+			memcpy(&u1, b4->scales + 4, 4);
+			memcpy(&u2, b4->scales + 8, 4);
+			v = _mm_set_epi32((int)(((u2 >> 4) & 0x0f0f0f0f) |
+			    ((u1 >> 2) & 0x30303030)), (int)(u1 & 0x3f3f3f3f),
+			    (int)((u2 & 0x0f0f0f0f) | ((u0 >> 2) & 0x30303030)),
+			    (int)(u0 & 0x3f3f3f3f));
+			QUANT_UNROLL
+			for (int j = 0; j < 8; j++)
+				sc[r][j] = _mm256_set1_epi16(((const uint8_t *)
+				    &v)[j]);
+			mins[r] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+			    _mm_srli_si128(v, 8)));
+			d[r] = _mm256_set1_ps(quant_avx2_half(b4->d));
+			dmin[r] = _mm256_set1_ps(quant_avx2_half(b4->dmin));
+			if (five)
+				h = _mm256_loadu_si256((const __m256i *)b5->qh);
+			QUANT_UNROLL
+			for (int c = 0; c < 4; c++) {
+				__m256i vv = _mm256_loadu_si256((const __m256i *)
+				    (qs + 32 * c));
+				__m256i l = _mm256_and_si256(vv, m4);
+				__m256i u = _mm256_and_si256(_mm256_srli_epi16(vv,
+				    4), m4);
 
-			if (off_qh != 0) {
-				lo = _mm256_or_si256(lo, _mm256_slli_epi16(
-				    _mm256_and_si256(h, one), 4));
-				hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-				    _mm256_and_si256(h, two), 3));
-				h = _mm256_srli_epi16(h, 2);
+				if (five) {
+					l = _mm256_or_si256(l, _mm256_slli_epi16(
+					    _mm256_and_si256(h, one), 4));
+					u = _mm256_or_si256(u, _mm256_slli_epi16(
+					    _mm256_and_si256(h, two), 3));
+					h = _mm256_srli_epi16(h, 2);
+				}
+				q[r][2 * c] = l;
+				q[r][2 * c + 1] = u;
 			}
-			acc0 = _mm256_fmadd_ps(_mm256_set1_ps(sdx[2 * c]),
-			    _mm256_cvtepi32_ps(quant_avx2_madd8(lo,
-			    _mm256_loadu_si256((const __m256i *)(xq + 64 * c)))),
-			    acc0);
-			acc1 = _mm256_fmadd_ps(_mm256_set1_ps(sdx[2 * c + 1]),
-			    _mm256_cvtepi32_ps(quant_avx2_madd8(hi,
-			    _mm256_loadu_si256((const __m256i *)(xq + 64 * c +
-			    32)))), acc1);
+		}
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++) {
+			const int8_t *xq = x[c].q + QK_K * i;
+			__m256 dx = _mm256_set1_ps(x[c].d[i]);
+			__m256 xs = _mm256_cvtepi32_ps(_mm256_loadu_si256(
+			    (const __m256i *)(x[c].s + 8 * i)));
+
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++) {
+				__m256i is = _mm256_setzero_si256();
+
+				QUANT_UNROLL
+				for (int j = 0; j < 8; j++)
+					is = _mm256_add_epi32(is,
+					    _mm256_madd_epi16(
+					    _mm256_maddubs_epi16(q[r][j],
+					    _mm256_loadu_si256((const __m256i *)
+					    (xq + 32 * j))), sc[r][j]));
+				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d[r],
+				    dx), _mm256_cvtepi32_ps(is), acc[r][c]);
+				acc[r][c] = _mm256_fnmadd_ps(_mm256_mul_ps(
+				    dmin[r], dx), _mm256_mul_ps(mins[r], xs),
+				    acc[r][c]);
+			}
 		}
 	}
-	return quant_avx2_hsum(_mm256_sub_ps(_mm256_add_ps(acc0, acc1), macc));
+	quant_avx2_mmq_store(acc, nr, nc, y, ldy);
 }
 
-QUANT_AVX2 static float
-quant_avx2_dotq_q4_K(const void *row, const struct quant_q8x *x, int64_t n)
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_q4_K_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
 {
-	return quant_avx2_dotq_k45(row, sizeof(struct block_q4_K),
-	    offsetof(struct block_q4_K, qs), 0, x, n);
+	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, 0);
 }
 
-QUANT_AVX2 static float
-quant_avx2_dotq_q5_K(const void *row, const struct quant_q8x *x, int64_t n)
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_q5_K_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
 {
-	return quant_avx2_dotq_k45(row, sizeof(struct block_q5_K),
-	    offsetof(struct block_q5_K, qs), offsetof(struct block_q5_K, qh),
-	    x, n);
+	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, 1);
 }
 
 /*
- * Q6_K: 32 quants (two sub-blocks of 16) per vector, signed, multiplied
- * with x by the sign trick; the pairs' 16-bit sums are multiplied by the
- * two sub-blocks' int8 scales on the way to 32 bits (at most 8128 * 2 *
- * 128), leaving one float scale, d times the x scale, per block.
+ * Q6_K: the quants minus 32, signed, go in as |q| with their sign moved
+ * onto x; the pairs' 16-bit sums are multiplied by the two sub-blocks'
+ * int8 scales on the way to 32 bits (at most 8128 * 2 * 128 per lane and
+ * step, 8 steps), leaving one float scale per block: d times dx.
  */
-QUANT_AVX2 static float
-quant_avx2_dotq_q6_K(const void *row, const struct quant_q8x *x, int64_t n)
+QUANT_MMQ_KERNEL void
+quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
 {
-	const struct block_q6_K *b = row;
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-	int8_t q[QK_K] __attribute__((aligned(32)));
-	float sd[16];
 	/* in each 128-bit lane, the 16-bit pair of lane 0 or of lane 1 */
-	__m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-	    0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+	const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0,
+	    1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+	__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC], d[QUANT_MMQ_NR];
+	int8_t qb[QUANT_MMQ_NR][QK_K] __attribute__((aligned(32)));
+	__m256i sc[QUANT_MMQ_NR][8];
+	float unused[16];
 
-	for (int64_t i = 0; i < n / QK_K; i++, b++) {
-		__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-		    (const __m128i *)b->scales));
-		float d = quant_avx2_half(b->d);
+	QUANT_UNROLL
+	for (int r = 0; r < nr; r++)
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QK_K; i++) {
+		QUANT_UNROLL
+		for (int r = 0; r < nr; r++) {
+			const struct block_q6_K *b =
+			    (const struct block_q6_K *)(w + r * rs) + i;
+			__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+			    (const __m128i *)b->scales));
 
-		quant_avx2_q6_K_unpack(b, q, sd);
-		for (int m = 0; m < 8; m++) {
-			__m256i w = _mm256_load_si256((const __m256i *)(q + 32 * m));
-			__m256i v = _mm256_loadu_si256((const __m256i *)(x->q +
-			    QK_K * i + 32 * m));
-			__m256i sc = _mm256_shuffle_epi8(
-			    _mm256_permutevar8x32_epi32(sc16,
-			    _mm256_set1_epi32(m)), pick);
-			__m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(
-			    _mm256_maddubs_epi16(_mm256_abs_epi8(w),
-			    _mm256_sign_epi8(v, w)), sc));
-			__m256 dd = _mm256_set1_ps(d * x->d[i]);
+			quant_avx2_q6_K_unpack(b, qb[r], unused);
+			QUANT_UNROLL
+			for (int m = 0; m < 8; m++)
+				sc[r][m] = _mm256_shuffle_epi8(
+				    _mm256_permutevar8x32_epi32(sc16,
+				    _mm256_set1_epi32(m)), pick);
+			d[r] = _mm256_set1_ps(quant_avx2_half(b->d));
+		}
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++) {
+			const int8_t *xq = x[c].q + QK_K * i;
+			__m256 dx = _mm256_set1_ps(x[c].d[i]);
 
-			if (m & 1)
-				acc1 = _mm256_fmadd_ps(dd, p, acc1);
-			else
-				acc0 = _mm256_fmadd_ps(dd, p, acc0);
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++) {
+				__m256i is = _mm256_setzero_si256();
+
+				QUANT_UNROLL
+				for (int m = 0; m < 8; m++) {
+					__m256i wv = _mm256_load_si256(
+					    (const __m256i *)(qb[r] + 32 * m));
+					__m256i xv = _mm256_loadu_si256(
+					    (const __m256i *)(xq + 32 * m));
+
+					is = _mm256_add_epi32(is,
+					    _mm256_madd_epi16(
+					    _mm256_maddubs_epi16(
+					    _mm256_abs_epi8(wv),
+					    _mm256_sign_epi8(xv, wv)), sc[r][m]));
+				}
+				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d[r],
+				    dx), _mm256_cvtepi32_ps(is), acc[r][c]);
+			}
 		}
 	}
-	return quant_avx2_hsum(_mm256_add_ps(acc0, acc1));
+	quant_avx2_mmq_store(acc, nr, nc, y, ldy);
+}
+
+/*
+ * The tile shapes: one input (decode) takes 4 rows at a time, so four
+ * accumulator chains are in flight; more inputs take 2 rows by up to 4
+ * inputs (8 accumulators, the most that stay in registers with the
+ * operands).  Every shape up to those is instantiated, for the edges.
+ */
+#define QUANT_MMQ_SHAPES(K, w, rs, nr, x, nc, y, ldy, n) do {		\
+	switch ((nr) * 8 + (nc)) {					\
+	case 1 * 8 + 1: K(w, rs, x, y, ldy, n, 1, 1); break;		\
+	case 2 * 8 + 1: K(w, rs, x, y, ldy, n, 2, 1); break;		\
+	case 3 * 8 + 1: K(w, rs, x, y, ldy, n, 3, 1); break;		\
+	case 4 * 8 + 1: K(w, rs, x, y, ldy, n, 4, 1); break;		\
+	case 1 * 8 + 2: K(w, rs, x, y, ldy, n, 1, 2); break;		\
+	case 1 * 8 + 3: K(w, rs, x, y, ldy, n, 1, 3); break;		\
+	case 1 * 8 + 4: K(w, rs, x, y, ldy, n, 1, 4); break;		\
+	case 2 * 8 + 2: K(w, rs, x, y, ldy, n, 2, 2); break;		\
+	case 2 * 8 + 3: K(w, rs, x, y, ldy, n, 2, 3); break;		\
+	case 2 * 8 + 4: K(w, rs, x, y, ldy, n, 2, 4); break;		\
+	}								\
+} while (0)
+
+#define QUANT_MMQ_ENTRY(type)						\
+QUANT_AVX2 static void							\
+quant_avx2_mmq_##type(const void *w, size_t rs, int nr,		\
+    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n) \
+{									\
+	QUANT_MMQ_SHAPES(quant_avx2_mmq_##type##_t, (const char *)w, rs, \
+	    nr, x, nc, y, ldy, n);					\
+}
+
+QUANT_MMQ_ENTRY(q8_0)
+QUANT_MMQ_ENTRY(q4_0)
+QUANT_MMQ_ENTRY(q4_K)
+QUANT_MMQ_ENTRY(q5_K)
+QUANT_MMQ_ENTRY(q6_K)
+
+/* ---- attention (quant-internal.h, DESIGN 7) ------------------------ */
+
+/*
+ * Scores of G query heads (G = 1, 2, 4 or 8, a constant once inlined)
+ * against nk keys: one 8-lane accumulator per (head, key), fed in
+ * dimension order, summed across lanes by quant_avx2_hsum().  Each score
+ * is the same arithmetic whatever G and wherever the key sits.
+ */
+QUANT_MMQ_KERNEL void
+quant_avx2_att_scores_g(const float *q, const float *k, int64_t nk, int hd,
+    float *s, int64_t lds, const int g)
+{
+	for (int64_t j = 0; j < nk; j++) {
+		const float *kj = k + j * hd;
+		__m256 acc[8];
+
+		QUANT_UNROLL
+		for (int i = 0; i < g; i++)
+			acc[i] = _mm256_setzero_ps();
+		for (int d = 0; d < hd; d += 8) {
+			__m256 kv = _mm256_loadu_ps(kj + d);
+
+			QUANT_UNROLL
+			for (int i = 0; i < g; i++)
+				acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q +
+				    i * hd + d), kv, acc[i]);
+		}
+		QUANT_UNROLL
+		for (int i = 0; i < g; i++)
+			s[i * lds + j] = quant_avx2_hsum(acc[i]);
+	}
+}
+
+QUANT_AVX2 static void
+quant_avx2_att_scores(const float *q, int nq, const float *k, int64_t nk,
+    int hd, float *s, int64_t lds)
+{
+	int i = 0;
+
+	if (hd % 8 != 0) {
+		quant_att_scores_ref(q, nq, k, nk, hd, s, lds);
+		return;
+	}
+	for (; nq - i >= 8; i += 8)
+		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
+		    8);
+	if (nq - i >= 4) {
+		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
+		    4);
+		i += 4;
+	}
+	if (nq - i >= 2) {
+		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
+		    2);
+		i += 2;
+	}
+	if (nq - i >= 1)
+		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
+		    1);
+}
+
+/*
+ * out[i][d] += sum_j p[i][j] v[j][d] for G heads: each output element is
+ * one lane of an accumulator fed key by key in order (fused multiply-add),
+ * stored and reloaded between blocks of keys, which changes nothing.  The
+ * keys go in blocks so a block's values stay in L2 across the
+ * dimension chunks.
+ */
+#define QUANT_ATT_KBLOCK 256
+
+QUANT_MMQ_KERNEL void
+quant_avx2_att_pv_g(const float *p, int64_t ldp, const float *v, int64_t nk,
+    int hd, float *out, const int g)
+{
+	for (int64_t j0 = 0; j0 < nk; j0 += QUANT_ATT_KBLOCK) {
+		int64_t j1 = nk - j0 < QUANT_ATT_KBLOCK ? nk : j0 +
+		    QUANT_ATT_KBLOCK;
+
+		for (int d = 0; d < hd; d += 8) {
+			__m256 acc[8];
+
+			QUANT_UNROLL
+			for (int i = 0; i < g; i++)
+				acc[i] = _mm256_loadu_ps(out + i * hd + d);
+			for (int64_t j = j0; j < j1; j++) {
+				__m256 vv = _mm256_loadu_ps(v + j * hd + d);
+
+				QUANT_UNROLL
+				for (int i = 0; i < g; i++)
+					acc[i] = _mm256_fmadd_ps(
+					    _mm256_broadcast_ss(p + i * ldp + j),
+					    vv, acc[i]);
+			}
+			QUANT_UNROLL
+			for (int i = 0; i < g; i++)
+				_mm256_storeu_ps(out + i * hd + d, acc[i]);
+		}
+	}
+}
+
+QUANT_AVX2 static void
+quant_avx2_att_pv(const float *p, int nq, int64_t ldp, const float *v,
+    int64_t nk, int hd, float *out)
+{
+	int i = 0;
+
+	if (hd % 8 != 0) {
+		quant_att_pv_ref(p, nq, ldp, v, nk, hd, out);
+		return;
+	}
+	for (; nq - i >= 8; i += 8)
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 8);
+	if (nq - i >= 4) {
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 4);
+		i += 4;
+	}
+	if (nq - i >= 2) {
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 2);
+		i += 2;
+	}
+	if (nq - i >= 1)
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 1);
+}
+
+/*
+ * exp(x) for x <= 0, 8 at a time: x = n ln2 + r with |r| <= ln2 / 2 (ln2
+ * in two parts, so r is exact to float precision), a degree-6 polynomial
+ * for e^r, and 2^n put into the exponent.  Below -87.3 the result is 0.
+ * Within 2 ulp of expf.
+ */
+QUANT_AVX2 static inline __m256
+quant_avx2_exp(__m256 x)
+{
+	const __m256 lo = _mm256_set1_ps(-87.3f);
+	__m256 z = _mm256_cmp_ps(x, lo, _CMP_GE_OQ), n, r, e;
+	__m256i ni;
+
+	x = _mm256_max_ps(x, lo);
+	n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+	    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+	e = _mm256_set1_ps(1.3981999e-3f);
+	e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(8.3334519e-3f));
+	e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(4.1665795e-2f));
+	e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.6666665e-1f));
+	e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(5.0000001e-1f));
+	e = _mm256_fmadd_ps(e, _mm256_mul_ps(r, r), _mm256_add_ps(r,
+	    _mm256_set1_ps(1.0f)));
+	ni = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+	    _mm256_set1_epi32(127)), 23);
+	return _mm256_and_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(ni)), z);
+}
+
+/* s[i] = exp(s[i] - mx) (s[i] <= mx, or -inf), and their sum: 8 lanes in
+ * order, then the lanes, then the tail in order. */
+QUANT_AVX2 static float
+quant_avx2_exp_sum(float *s, int64_t n, float mx)
+{
+	__m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+	int64_t i = 0;
+	float sum;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256 e = quant_avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(s + i),
+		    m));
+
+		_mm256_storeu_ps(s + i, e);
+		acc = _mm256_add_ps(acc, e);
+	}
+	sum = quant_avx2_hsum(acc);
+	for (; i < n; i++) {
+		__m256 e = quant_avx2_exp(_mm256_set1_ps(s[i] - mx));
+
+		s[i] = _mm256_cvtss_f32(e);
+		sum += s[i];
+	}
+	return sum;
 }
 
 void
@@ -909,11 +1375,18 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->dequant[GGML_TYPE_Q4_K] = quant_avx2_dequant_q4_K;
 	k->dequant[GGML_TYPE_Q5_K] = quant_avx2_dequant_q5_K;
 	k->dequant[GGML_TYPE_Q6_K] = quant_avx2_dequant_q6_K;
-	k->dotq[GGML_TYPE_Q8_0] = quant_avx2_dotq_q8_0;
-	k->dotq[GGML_TYPE_Q4_0] = quant_avx2_dotq_q4_0;
-	k->dotq[GGML_TYPE_Q4_K] = quant_avx2_dotq_q4_K;
-	k->dotq[GGML_TYPE_Q5_K] = quant_avx2_dotq_q5_K;
-	k->dotq[GGML_TYPE_Q6_K] = quant_avx2_dotq_q6_K;
+	k->mmq[GGML_TYPE_Q8_0] = quant_avx2_mmq_q8_0;
+	k->mmq[GGML_TYPE_Q4_0] = quant_avx2_mmq_q4_0;
+	k->mmq[GGML_TYPE_Q4_K] = quant_avx2_mmq_q4_K;
+	k->mmq[GGML_TYPE_Q5_K] = quant_avx2_mmq_q5_K;
+	k->mmq[GGML_TYPE_Q6_K] = quant_avx2_mmq_q6_K;
+	k->mmq_rows = 4;
+	k->mmq_tile_rows = 2;
+	k->mmq_tile_cols = 4;
+	k->q8x_quantize = quant_avx2_q8x_quantize;
+	k->att_scores = quant_avx2_att_scores;
+	k->att_pv = quant_avx2_att_pv;
+	k->exp_sum = quant_avx2_exp_sum;
 	k->dot_f32 = quant_avx2_dot_f32;
 	k->axpy_f32 = quant_avx2_axpy_f32;
 	k->scale_f32 = quant_avx2_scale_f32;

@@ -1,7 +1,10 @@
 /*
  * kernels-avx512.c: AVX-512 (F, BW, VL) kernels: the same set as
- * kernels-avx2.c, 16 floats wide, and with AVX512_VNNI the int8-activation
- * dots on vpdpbusd.
+ * kernels-avx2.c's float kernels, 16 floats wide.  The int8-activation
+ * tiles stay the AVX2 ones (the table starts as a copy of the AVX2 table):
+ * 256-bit integer tiles hold a product's eight accumulators in registers,
+ * and one set of int8 kernels keeps every product's arithmetic the same on
+ * every x86 machine.
  *
  * Compiled without -m flags like the AVX2 file: each function carries the
  * target attribute, is reached only through the table quant_avx512_fill()
@@ -661,188 +664,8 @@ quant_avx512_dequant_q6_K(const void *src, float *dst, int64_t n)
 	}
 }
 
-/* ---- int8 activations (quant-internal.h), with AVX-512 VNNI -------- */
-
-/*
- * These use 256-bit vectors: vpdpbusd multiplies unsigned by signed bytes
- * and adds each group of 4 products to a 32-bit lane in one instruction,
- * without the 16-bit saturation of the AVX2 route, and a block of 32
- * quants is one 256-bit vector.  Signed weights are handled as in the
- * AVX2 file: |w| times v with w's sign (vpsignb).  Filled only when the
- * CPU has AVX512_VNNI; otherwise the AVX2 versions stay in the table.
- */
-#define QUANT_VNNI __attribute__((target( \
-	"avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-
-QUANT_VNNI static inline __m256i
-quant_vnni_dot8(__m256i u, __m256i s)
-{
-	return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-}
-
-QUANT_VNNI static inline float
-quant_vnni_hsum(__m256 v)
-{
-	__m128 h = _mm_add_ps(_mm256_castps256_ps128(v),
-	    _mm256_extractf128_ps(v, 1));
-
-	h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-	h = _mm_add_ss(h, _mm_movehdup_ps(h));
-	return _mm_cvtss_f32(h);
-}
-
-QUANT_VNNI static float
-quant_vnni_dotq_q8_0(const void *row, const struct quant_q8x *x, int64_t n)
-{
-	const struct block_q8_0 *b = row;
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-
-	for (int64_t i = 0; i < n / QK8_0; i++, b++) {
-		__m256i w = _mm256_loadu_si256((const __m256i *)b->qs);
-		__m256i v = _mm256_loadu_si256((const __m256i *)(x->q + 32 * i));
-		__m256 p = _mm256_cvtepi32_ps(quant_vnni_dot8(_mm256_abs_epi8(w),
-		    _mm256_sign_epi8(v, w)));
-		__m256 d = _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]);
-
-		if (i & 1)
-			acc1 = _mm256_fmadd_ps(d, p, acc1);
-		else
-			acc0 = _mm256_fmadd_ps(d, p, acc0);
-	}
-	return quant_vnni_hsum(_mm256_add_ps(acc0, acc1));
-}
-
-/* sum((q - 8) v) = sum(q v) - 8 s: each of the 8 lanes starts at -s. */
-QUANT_VNNI static float
-quant_vnni_dotq_q4_0(const void *row, const struct quant_q8x *x, int64_t n)
-{
-	const struct block_q4_0 *b = row;
-	__m128i m4 = _mm_set1_epi8(0xf);
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-
-	for (int64_t i = 0; i < n / QK4_0; i++, b++) {
-		__m128i v = _mm_loadu_si128((const __m128i *)b->qs);
-		__m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4),
-		    m4), _mm_and_si128(v, m4));
-		__m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + 32 * i));
-		__m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(
-		    _mm256_set1_epi32(-x->s[i]), q, xv));
-		__m256 d = _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]);
-
-		if (i & 1)
-			acc1 = _mm256_fmadd_ps(d, p, acc1);
-		else
-			acc0 = _mm256_fmadd_ps(d, p, acc0);
-	}
-	return quant_vnni_hsum(_mm256_add_ps(acc0, acc1));
-}
-
-/* Q4_K (off_qh == 0) and Q5_K; see quant_avx2_dotq_k45(). */
-QUANT_VNNI static inline __attribute__((always_inline)) float
-quant_vnni_dotq_k45(const uint8_t *p, size_t bsize, size_t off_qs,
-    size_t off_qh, const struct quant_q8x *x, int64_t n)
-{
-	__m256i m4 = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
-	__m256i two = _mm256_set1_epi8(2);
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, macc = acc0;
-	float sdm[16], sdx[8];
-
-	for (int64_t i = 0; i < n / QK_K; i++, p += bsize) {
-		const struct block_q4_K *b = (const void *)p;
-		const uint8_t *qs = p + off_qs;
-		const int8_t *xq = x->q + QK_K * i;
-		__m256 dx = _mm256_set1_ps(x->d[i]);
-		__m256i h = _mm256_setzero_si256();
-
-		quant_avx512_k45_scales(b->scales, _cvtsh_ss(b->d),
-		    _cvtsh_ss(b->dmin), sdm);
-		_mm256_storeu_ps(sdx, _mm256_mul_ps(_mm256_loadu_ps(sdm), dx));
-		macc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(sdm + 8),
-		    dx), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)
-		    (x->s + 8 * i))), macc);
-		if (off_qh != 0)
-			h = _mm256_loadu_si256((const __m256i *)(p + off_qh));
-		for (int c = 0; c < 4; c++) {
-			__m256i v = _mm256_loadu_si256((const __m256i *)
-			    (qs + 32 * c));
-			__m256i lo = _mm256_and_si256(v, m4);
-			__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-
-			if (off_qh != 0) {
-				lo = _mm256_or_si256(lo, _mm256_slli_epi16(
-				    _mm256_and_si256(h, one), 4));
-				hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-				    _mm256_and_si256(h, two), 3));
-				h = _mm256_srli_epi16(h, 2);
-			}
-			acc0 = _mm256_fmadd_ps(_mm256_set1_ps(sdx[2 * c]),
-			    _mm256_cvtepi32_ps(quant_vnni_dot8(lo,
-			    _mm256_loadu_si256((const __m256i *)(xq + 64 * c)))),
-			    acc0);
-			acc1 = _mm256_fmadd_ps(_mm256_set1_ps(sdx[2 * c + 1]),
-			    _mm256_cvtepi32_ps(quant_vnni_dot8(hi,
-			    _mm256_loadu_si256((const __m256i *)(xq + 64 * c +
-			    32)))), acc1);
-		}
-	}
-	return quant_vnni_hsum(_mm256_sub_ps(_mm256_add_ps(acc0, acc1), macc));
-}
-
-QUANT_VNNI static float
-quant_vnni_dotq_q4_K(const void *row, const struct quant_q8x *x, int64_t n)
-{
-	return quant_vnni_dotq_k45(row, sizeof(struct block_q4_K),
-	    offsetof(struct block_q4_K, qs), 0, x, n);
-}
-
-QUANT_VNNI static float
-quant_vnni_dotq_q5_K(const void *row, const struct quant_q8x *x, int64_t n)
-{
-	return quant_vnni_dotq_k45(row, sizeof(struct block_q5_K),
-	    offsetof(struct block_q5_K, qs), offsetof(struct block_q5_K, qh),
-	    x, n);
-}
-
-/*
- * Q6_K: a vector of 32 quants covers sub-blocks 2m (32-bit lanes 0-3) and
- * 2m + 1 (lanes 4-7), so the float scales d sc_j d_x are laid out per
- * super-block in f[16] and spread over the lanes with one permute.
- */
-QUANT_VNNI static float
-quant_vnni_dotq_q6_K(const void *row, const struct quant_q8x *x, int64_t n)
-{
-	const struct block_q6_K *b = row;
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-	int8_t q[QK_K] __attribute__((aligned(32)));
-	float sd[16];
-	__m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-
-	for (int64_t i = 0; i < n / QK_K; i++, b++) {
-		__m256 dx = _mm256_set1_ps(x->d[i]), f[2];
-
-		quant_avx512_q6_K_unpack(b, q, sd);
-		f[0] = _mm256_mul_ps(_mm256_loadu_ps(sd), dx);
-		f[1] = _mm256_mul_ps(_mm256_loadu_ps(sd + 8), dx);
-		for (int m = 0; m < 8; m++) {
-			__m256i w = _mm256_load_si256((const __m256i *)(q + 32 * m));
-			__m256i v = _mm256_loadu_si256((const __m256i *)(x->q +
-			    QK_K * i + 32 * m));
-			__m256 sc = _mm256_permutevar8x32_ps(f[m / 4],
-			    _mm256_add_epi32(lanes, _mm256_set1_epi32(2 * (m % 4))));
-			__m256 p = _mm256_cvtepi32_ps(quant_vnni_dot8(
-			    _mm256_abs_epi8(w), _mm256_sign_epi8(v, w)));
-
-			if (m & 1)
-				acc1 = _mm256_fmadd_ps(sc, p, acc1);
-			else
-				acc0 = _mm256_fmadd_ps(sc, p, acc0);
-		}
-	}
-	return quant_vnni_hsum(_mm256_add_ps(acc0, acc1));
-}
-
 void
-quant_avx512_fill(struct quant_kernels *k, int vnni)
+quant_avx512_fill(struct quant_kernels *k)
 {
 	k->isa = QUANT_ISA_AVX512;
 	k->dot[GGML_TYPE_F32] = quant_avx512_dot_f32_row;
@@ -864,11 +687,4 @@ quant_avx512_fill(struct quant_kernels *k, int vnni)
 	k->axpy_f32 = quant_avx512_axpy_f32;
 	k->scale_f32 = quant_avx512_scale_f32;
 	k->gemm_small = quant_avx512_gemm_small;
-	if (vnni) {
-		k->dotq[GGML_TYPE_Q8_0] = quant_vnni_dotq_q8_0;
-		k->dotq[GGML_TYPE_Q4_0] = quant_vnni_dotq_q4_0;
-		k->dotq[GGML_TYPE_Q4_K] = quant_vnni_dotq_q4_K;
-		k->dotq[GGML_TYPE_Q5_K] = quant_vnni_dotq_q5_K;
-		k->dotq[GGML_TYPE_Q6_K] = quant_vnni_dotq_q6_K;
-	}
 }

@@ -12,13 +12,16 @@
  *	the kernel table's gemm_small (register-blocked, rows x inputs).
  *    larger n (prefill): a tile of rows is dequantized into scratch and
  *	handed to cblas_sgemm; F32 weights go to BLAS in place.
- *    With int8 activations on (quant_act_q8(), quant-internal.h), all
- *    three are replaced for the types that have dotq kernels: up to
- *    QUANT_MM_SMALL_N inputs at a time are quantized into scratch, then
- *    each row is dotted with all of them while it is in cache.  Every
- *    output then has the same arithmetic whatever the batch, as in the
- *    float regimes; larger batches re-read the rows once per group of
- *    inputs, which costs little next to their arithmetic.
+ *    Those are the float regimes: F32, F16, BF16 weights, and the others
+ *    with MISTRAL_ACT_Q8=0.  By default the types with mmq kernels take
+ *    int8 activations instead (quant-internal.h): the inputs are
+ *    quantized (once per product by quant_act_fill(), or here in groups
+ *    of QUANT_MM_SMALL_N) and the mmq kernels compute tiles of rows x
+ *    inputs; one input takes tiles of mmq_rows rows, more take
+ *    mmq_tile_rows x mmq_tile_cols tiles over blocks of QUANT_MM_CBLOCK
+ *    inputs, so a block of inputs and the item's rows stay in L2 while
+ *    every row is read once per block.  An output's arithmetic does not
+ *    depend on its tile, so this path is batch-invariant.
  *    Measured on a Zen 3 core (AVX2 kernels, OpenBLAS 0.3.21, one
  *    thread): gemm_small beats sgemm up to n = 16-24 and loses from
  *    n = 32 on; sgemm on 1 MiB tiles ran about 1.5x faster than on
@@ -35,10 +38,10 @@
  *    done one float dot at a time, slower but correct.
  * 4. BLAS takes int sizes; a product whose sizes do not fit goes through
  *    the gemm_small path instead.
- * 5. Each output is computed by arithmetic that depends only on its row
- *    and input, except on the BLAS path, where sgemm's blocking follows
- *    the tile; so splitting rows differently over threads may change
- *    prefill results within float rounding, never decode results.
+ * 5. In the float regimes each output is computed by arithmetic that
+ *    depends only on its row, its input and the regime (n = 1, n <= 16,
+ *    BLAS, whose blocking follows the tile), so batching changes results
+ *    within float rounding; with int8 activations it changes nothing.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -54,6 +57,7 @@
 #define QUANT_MM_TILE_MAX	256	/* rows per tile */
 #define QUANT_MM_ALIGN		64	/* scratch alignment */
 #define QUANT_MM_STACK_BYTES	(32 * 1024)	/* buffer without scratch */
+#define QUANT_MM_CBLOCK		64	/* inputs per block, int8 path */
 
 static pthread_once_t quant_mm_once = PTHREAD_ONCE_INIT;
 
@@ -78,13 +82,122 @@ quant_mm_tile_rows(int64_t cols, int64_t nrows)
 	return tr < nrows ? tr : nrows;
 }
 
-/* Bytes of n inputs quantized to int8 (quant-internal.h): for each, q,
- * and d and s per 32. */
-static size_t
-quant_mm_q8x_bytes(int64_t cols, int64_t n)
+/* The block size of an activation format. */
+static int64_t
+quant_act_block(int fmt)
 {
-	return (size_t)n * ((size_t)cols + (size_t)(cols / QK8_0) *
-	    (sizeof(float) + sizeof(int32_t)));
+	return fmt == QUANT_ACT_Q8_K ? QK_K : QK8_0;
+}
+
+int
+quant_act_fmt(enum ggml_type t, int64_t cols)
+{
+	const struct quant_kernels *k = quant_kernels();
+	int fmt;
+
+	if ((unsigned)t >= GGML_TYPE_COUNT || k->mmq[t] == NULL ||
+	    !quant_act_q8())
+		return QUANT_ACT_NONE;
+	fmt = quant_q8x_is_k(t) ? QUANT_ACT_Q8_K : QUANT_ACT_Q8_0;
+	return cols > 0 && cols % quant_act_block(fmt) == 0 ? fmt :
+	    QUANT_ACT_NONE;
+}
+
+/* Bytes of n inputs quantized to int8: for each, q, d per block and s
+ * per 32 (quant-internal.h). */
+size_t
+quant_act_bytes(int fmt, int64_t cols, int64_t n)
+{
+	if (fmt == QUANT_ACT_NONE || cols <= 0 || n <= 0)
+		return 0;
+	return (size_t)n * ((size_t)cols + (size_t)(cols /
+	    quant_act_block(fmt)) * sizeof(float) + (size_t)(cols / QK8_0) *
+	    sizeof(int32_t));
+}
+
+/* d and s first, so they stay aligned whatever cols is. */
+void
+quant_act_bind(struct quant_act *a, void *buf, int fmt, int64_t cols,
+    int64_t n)
+{
+	a->fmt = fmt;
+	a->cols = cols;
+	a->n = n;
+	a->d = buf;
+	a->s = (int32_t *)(a->d + n * (cols / quant_act_block(fmt)));
+	a->q = (int8_t *)(a->s + n * (cols / QK8_0));
+}
+
+void
+quant_act_fill(const struct quant_act *a, const float *x, int64_t i0,
+    int64_t i1)
+{
+	const struct quant_kernels *k = quant_kernels();
+	int64_t nb = a->cols / quant_act_block(a->fmt), ns = a->cols / QK8_0;
+
+	for (int64_t i = i0; i < i1; i++)
+		k->q8x_quantize(x + i * a->cols, a->cols,
+		    a->fmt == QUANT_ACT_Q8_K, a->q + i * a->cols, a->d + i * nb,
+		    a->s + i * ns);
+}
+
+/* Input i of a as the kernels take it. */
+static struct quant_q8x
+quant_act_at(const struct quant_act *a, int64_t i)
+{
+	int64_t nb = a->cols / quant_act_block(a->fmt), ns = a->cols / QK8_0;
+
+	return (struct quant_q8x){ a->q + i * a->cols, a->d + i * nb,
+	    a->s + i * ns };
+}
+
+/* Rows [r0, r1) times inputs [c0, c1) of a, in the tiles of DESIGN 1. */
+static void
+quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
+    size_t rs, const struct quant_act *a, int64_t c0, int64_t c1, float *y,
+    int64_t ldy, int64_t r0, int64_t r1)
+{
+	struct quant_q8x qx[QUANT_MM_CBLOCK];
+	int64_t tr = k->mmq_tile_rows, tc = k->mmq_tile_cols;
+
+	if (c1 - c0 == 1) {
+		qx[0] = quant_act_at(a, c0);
+		for (int64_t r = r0; r < r1; r += k->mmq_rows)
+			k->mmq[t](w + r * rs, rs, (int)(r1 - r < k->mmq_rows ?
+			    r1 - r : k->mmq_rows), qx, 1, y + c0 * ldy + r, ldy,
+			    a->cols);
+		return;
+	}
+	for (int64_t cb = c0; cb < c1; cb += QUANT_MM_CBLOCK) {
+		int64_t ce = c1 - cb < QUANT_MM_CBLOCK ? c1 : cb +
+		    QUANT_MM_CBLOCK;
+
+		for (int64_t c = cb; c < ce; c++)
+			qx[c - cb] = quant_act_at(a, c);
+		for (int64_t r = r0; r < r1; r += tr) {
+			int nr = (int)(r1 - r < tr ? r1 - r : tr);
+
+			for (int64_t c = cb; c < ce; c += tc)
+				k->mmq[t](w + r * rs, rs, nr, qx + (c - cb),
+				    (int)(ce - c < tc ? ce - c : tc),
+				    y + c * ldy + r, ldy, a->cols);
+		}
+	}
+}
+
+void
+quant_matmul_act(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
+    const struct quant_act *a, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+	const struct quant_kernels *k = quant_kernels();
+	size_t rs = quant_row_size(t, cols);
+
+	if ((unsigned)t >= GGML_TYPE_COUNT || k->mmq[t] == NULL ||
+	    a->cols != cols || a->n <= 0 || rs == 0 || a->fmt !=
+	    (quant_q8x_is_k(t) ? QUANT_ACT_Q8_K : QUANT_ACT_Q8_0) || r0 < 0 ||
+	    r1 > rows || r0 >= r1 || (a->n > 1 && ldy < r1))
+		return;
+	quant_mm_tiles(k, t, w, rs, a, 0, a->n, y, ldy, r0, r1);
 }
 
 size_t
@@ -97,7 +210,8 @@ quant_matmul_scratch(enum ggml_type t, int64_t cols, int64_t nrows)
 	    nrows <= 0 || cols > INT64_MAX / 4 / QUANT_MM_TILE_MAX)
 		return 0;
 	tile = (size_t)(quant_mm_tile_rows(cols, nrows) * cols) * sizeof(float);
-	q8x = quant_mm_q8x_bytes(cols, QUANT_MM_SMALL_N);
+	q8x = quant_act_bytes(quant_q8x_is_k(t) ? QUANT_ACT_Q8_K :
+	    QUANT_ACT_Q8_0, cols, QUANT_MM_SMALL_N);
 	return (tile > q8x ? tile : q8x) + QUANT_MM_ALIGN;
 }
 
@@ -134,34 +248,23 @@ quant_mm_dots(const struct quant_kernels *k, enum ggml_type t, const char *w,
 			    cols);
 }
 
-/* Int8 activations, in groups of QUANT_MM_SMALL_N inputs; buf holds
- * quant_mm_q8x_bytes(cols, min(n, QUANT_MM_SMALL_N)). */
+/* Int8 activations, quantized here in groups of QUANT_MM_SMALL_N inputs
+ * into buf (quant_act_bytes() of min(n, QUANT_MM_SMALL_N) inputs). */
 static void
-quant_mm_dotq(const struct quant_kernels *k, enum ggml_type t, const char *w,
-    size_t rs, int64_t cols, const float *x, int64_t n, float *y,
-    int64_t ldy, int64_t r0, int64_t r1, void *buf)
+quant_mm_q8(const struct quant_kernels *k, enum ggml_type t, int fmt,
+    const char *w, size_t rs, int64_t cols, const float *x, int64_t n,
+    float *y, int64_t ldy, int64_t r0, int64_t r1, void *buf)
 {
-	int64_t nb = cols / QK8_0, g = n < QUANT_MM_SMALL_N ? n :
-	    QUANT_MM_SMALL_N;
-	int kfmt = quant_q8x_is_k(t);
-	float *d = buf;
-	int32_t *s = (int32_t *)(d + g * nb);
-	int8_t *q = (int8_t *)(s + g * nb);
-	struct quant_q8x qx[QUANT_MM_SMALL_N];
+	int64_t g = n < QUANT_MM_SMALL_N ? n : QUANT_MM_SMALL_N;
+	struct quant_act a;
 
 	for (int64_t i0 = 0; i0 < n; i0 += g) {
 		int64_t m = n - i0 < g ? n - i0 : g;
 
-		for (int64_t i = 0; i < m; i++) {
-			qx[i] = (struct quant_q8x){ q + i * cols, d + i * nb,
-			    s + i * nb };
-			quant_q8x_quantize(x + (i0 + i) * cols, cols, kfmt,
-			    q + i * cols, d + i * nb, s + i * nb);
-		}
-		for (int64_t r = r0; r < r1; r++)
-			for (int64_t i = 0; i < m; i++)
-				y[(i0 + i) * ldy + r] = k->dotq[t](w + r * rs,
-				    &qx[i], cols);
+		quant_act_bind(&a, buf, fmt, cols, m);
+		quant_act_fill(&a, x + i0 * cols, 0, m);
+		quant_mm_tiles(k, t, w, rs, &a, 0, m, y + i0 * ldy, ldy, r0,
+		    r1);
 	}
 }
 
@@ -225,16 +328,16 @@ quant_matmul(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
 	size_t rs = quant_row_size(t, cols);
 	void *buf = NULL, *owned = NULL;
 	int64_t tile = 0;
-	int blas;
+	int blas, fmt;
 
 	if (tr == NULL || !tr->supported || cols <= 0 || rs == 0 ||
 	    n <= 0 || r0 < 0 || r1 > rows || r0 >= r1 || (n > 1 && ldy < r1))
 		return;
-	if (k->dotq[t] != NULL && quant_act_q8() && (buf =
-	    quant_mm_buffer(scratch, quant_mm_q8x_bytes(cols, n <
+	if ((fmt = quant_act_fmt(t, cols)) != QUANT_ACT_NONE && (buf =
+	    quant_mm_buffer(scratch, quant_act_bytes(fmt, cols, n <
 	    QUANT_MM_SMALL_N ? n : QUANT_MM_SMALL_N), stackbuf,
 	    &owned)) != NULL) {
-		quant_mm_dotq(k, t, w, rs, cols, x, n, y, ldy, r0, r1, buf);
+		quant_mm_q8(k, t, fmt, w, rs, cols, x, n, y, ldy, r0, r1, buf);
 		free(owned);
 		return;
 	}

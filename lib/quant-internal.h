@@ -22,8 +22,23 @@
  * 4. Kernels live in a struct quant_kernels, one per instruction set,
  *    filled once by quant_init(); a kernel table is never modified after
  *    it has been published.
- * 5. The optional int8 activations (struct quant_q8x, below) follow
- *    llama.cpp's rounding exactly, so that mode reproduces its logits.
+ * 5. The int8 activations (struct quant_q8x, below), the default for the
+ *    quantized types, follow llama.cpp's rounding exactly, so products
+ *    reproduce its logits.
+ * 6. Batch invariance.  With int8 activations an output depends only on
+ *    its weight row and its input: the activation is quantized the same
+ *    way whatever else is in the batch, and the mmq kernels add each
+ *    block's exact integer sum, scaled, into one accumulator per output in
+ *    block order, whatever tile the output is computed in.  So a token's
+ *    logits are bit-identical whether it is decoded alone, batched with
+ *    other sessions or prefilled in a chunk of any size, which is what
+ *    lets the daemon promise the same reply under any load.
+ * 7. The attention kernels keep the same promise for the float part of a
+ *    layer: a score is one head's query dotted with one key, a value
+ *    element one head's sum over its keys in position order, whatever
+ *    number of heads or keys a call covers, and exp_sum depends only on
+ *    its own row.  forward.c calls them per query over exactly the keys
+ *    that query sees, so nothing depends on the rest of the batch.
  */
 #ifndef QUANT_INTERNAL_H
 #define QUANT_INTERNAL_H
@@ -129,9 +144,18 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		y[t * ldy + i] = w_i . x_t for i < nw (nw <= 4 rows of k
  *		floats, row stride ldw) and t < nx (inputs of k floats,
  *		stride ldx): the inner kernel of the batched-decode product.
- *	dotq[t](row, qx, n)	 the row dotted with int8 activations
- *				 (struct quant_q8x), for Q8_0, Q4_0 and the
- *				 K-quants; NULL for the other types
+ *	mmq[t](w, rs, nr, x, nc, y, ldy, n)
+ *		with int8 activations (struct quant_q8x), for Q8_0, Q4_0 and
+ *		the K-quants (NULL for the other types): the tile
+ *		y[c * ldy + r] = row r . x[c] for r < nr, c < nc, row r of n
+ *		elements at (char *)w + r * rs.  The shapes a table takes are
+ *		nr <= mmq_rows with nc == 1, and nr <= mmq_tile_rows with
+ *		nc <= mmq_tile_cols; each output's arithmetic must not
+ *		depend on the shape (DESIGN 6).
+ *	q8x_quantize		 quant_q8x_quantize(), bit-identical
+ *	att_scores, att_pv, exp_sum
+ *		the attention kernels behind vec_att_scores(),
+ *		vec_att_pv() and vec_exp_sum() (quant.h; DESIGN 7)
  * n is a whole number of blocks; the callers check that.
  */
 struct quant_q8x;
@@ -142,8 +166,17 @@ struct quant_kernels {
 			    int64_t);
 	void		(*dequant[GGML_TYPE_COUNT])(const void *, float *,
 			    int64_t);
-	float		(*dotq[GGML_TYPE_COUNT])(const void *,
-			    const struct quant_q8x *, int64_t);
+	void		(*mmq[GGML_TYPE_COUNT])(const void *, size_t, int,
+			    const struct quant_q8x *, int, float *, int64_t,
+			    int64_t);
+	int		 mmq_rows, mmq_tile_rows, mmq_tile_cols;
+	void		(*q8x_quantize)(const float *, int64_t, int, int8_t *,
+			    float *, int32_t *);
+	void		(*att_scores)(const float *, int, const float *,
+			    int64_t, int, float *, int64_t);
+	void		(*att_pv)(const float *, int, int64_t, const float *,
+			    int64_t, int, float *);
+	float		(*exp_sum)(float *, int64_t, float);
 	float		(*dot_f32)(const float *, const float *, int64_t);
 	void		(*axpy_f32)(float *, float, const float *, int64_t);
 	void		(*scale_f32)(float *, float, int64_t);
@@ -153,7 +186,8 @@ struct quant_kernels {
 };
 
 /*
- * Int8 activations (optional: MISTRAL_ACT_Q8=1, or quant_set_act_q8()).
+ * Int8 activations (the default for types with mmq kernels; MISTRAL_ACT_Q8=0
+ * or quant_set_act_q8(0) turns them off).
  * The input x of a product is quantized once to int8, exactly as
  * llama.cpp's CPU backend does it, and each weight block's dot with it
  * becomes an exact integer sum scaled once.  Two formats, as in ggml:
@@ -165,9 +199,9 @@ struct quant_kernels {
  *	d[b] = M / -127, q[i] = min(127, round_even(x[i] * -127 / M)).
  * s[j] is the sum of q over each 32 elements (both formats), which the
  * Q4_0 offset and the Q4_K/Q5_K mins need.  This reproduces llama.cpp's
- * logits on quantized models to float rounding; it costs activation
+ * logits on quantized models to float rounding, at a cost in activation
  * precision (a relative error ~1e-3 of a dot's magnitude) against the
- * float path, so it is a choice, not the default.
+ * float path, and makes products batch-invariant (DESIGN 6).
  */
 struct quant_q8x {
 	const int8_t	*q;	/* n */
@@ -190,6 +224,12 @@ void	 quant_q8x_quantize(const float *x, int64_t n, int kfmt, int8_t *q,
 /* quant.c: the definition the dotq kernels are tested against. */
 float	 quant_dotq_ref(enum ggml_type t, const void *row,
 	     const struct quant_q8x *x, int64_t n);
+/* quant.c: the scalar attention kernels (also the SIMD files' fallback for
+ * head sizes that are not a multiple of 8). */
+void	 quant_att_scores_ref(const float *q, int nq, const float *k,
+	     int64_t nk, int hd, float *s, int64_t lds);
+void	 quant_att_pv_ref(const float *p, int nq, int64_t ldp, const float *v,
+	     int64_t nk, int hd, float *out);
 /* quant.c: whether quant_matmul() uses int8 activations. */
 int	 quant_act_q8(void);
 void	 quant_set_act_q8(int on);
@@ -199,8 +239,8 @@ const struct quant_kernels *quant_kernels(void);
 /* quant.c: the scalar table, which the SIMD fills start from. */
 void	 quant_scalar_fill(struct quant_kernels *k);
 /* kernels-avx2.c, kernels-avx512.c: overwrite the entries they speed up
- * (the int8-activation ones of the AVX-512 table only with vnni set). */
+ * (the AVX-512 table starts from the AVX2 one and keeps its int8 tiles). */
 void	 quant_avx2_fill(struct quant_kernels *k);
-void	 quant_avx512_fill(struct quant_kernels *k, int vnni);
+void	 quant_avx512_fill(struct quant_kernels *k);
 
 #endif /* QUANT_INTERNAL_H */

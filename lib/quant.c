@@ -6,9 +6,10 @@
  * against (tests/t-quant.c): dequantization must match them bit for bit,
  * dot products within float rounding.  They are also the kernels of the
  * "scalar" instruction set, used on CPUs without AVX2 and when
- * MISTRAL_ISA=scalar.  MISTRAL_ACT_Q8=1 makes decode mat-vecs quantize
- * their input to int8, as llama.cpp does: faster, slightly less exact
- * (quant-internal.h).
+ * MISTRAL_ISA=scalar.  Products with quantized weights quantize their
+ * input to int8, as llama.cpp does (quant-internal.h); MISTRAL_ACT_Q8=0
+ * keeps float inputs instead: slower, slightly more exact, and no longer
+ * batch-invariant.
  *
  * DESIGN
  *
@@ -671,6 +672,68 @@ quant_gemm_small_ref(const float *w, int64_t ldw, int nw, const float *x,
 			    x + t * ldx, k);
 }
 
+/* The scalar tile: each output is its reference dot, so every shape
+ * computes the same (quant-internal.h, DESIGN 6). */
+static void
+quant_mmq_ref(enum ggml_type t, const void *w, size_t rs, int nr,
+    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n)
+{
+	for (int r = 0; r < nr; r++)
+		for (int c = 0; c < nc; c++)
+			y[c * ldy + r] = quant_dotq_ref_table[t]((const char *)w +
+			    r * rs, &x[c], n);
+}
+
+#define QUANT_MMQ_REF(type, T)						\
+static void								\
+quant_mmq_##type##_ref(const void *w, size_t rs, int nr,		\
+    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n) \
+{									\
+	quant_mmq_ref(T, w, rs, nr, x, nc, y, ldy, n);			\
+}
+
+QUANT_MMQ_REF(q8_0, GGML_TYPE_Q8_0)
+QUANT_MMQ_REF(q4_0, GGML_TYPE_Q4_0)
+QUANT_MMQ_REF(q4_K, GGML_TYPE_Q4_K)
+QUANT_MMQ_REF(q5_K, GGML_TYPE_Q5_K)
+QUANT_MMQ_REF(q6_K, GGML_TYPE_Q6_K)
+
+void
+quant_att_scores_ref(const float *q, int nq, const float *k, int64_t nk,
+    int hd, float *s, int64_t lds)
+{
+	for (int i = 0; i < nq; i++)
+		for (int64_t j = 0; j < nk; j++) {
+			float sum = 0;
+
+			for (int d = 0; d < hd; d++)
+				sum += q[i * hd + d] * k[j * hd + d];
+			s[i * lds + j] = sum;
+		}
+}
+
+void
+quant_att_pv_ref(const float *p, int nq, int64_t ldp, const float *v,
+    int64_t nk, int hd, float *out)
+{
+	for (int i = 0; i < nq; i++)
+		for (int64_t j = 0; j < nk; j++)
+			for (int d = 0; d < hd; d++)
+				out[i * hd + d] += p[i * ldp + j] * v[j * hd + d];
+}
+
+static float
+quant_exp_sum_ref(float *s, int64_t n, float mx)
+{
+	float sum = 0;
+
+	for (int64_t i = 0; i < n; i++) {
+		s[i] = expf(s[i] - mx);
+		sum += s[i];
+	}
+	return sum;
+}
+
 void
 quant_scalar_fill(struct quant_kernels *k)
 {
@@ -678,7 +741,18 @@ quant_scalar_fill(struct quant_kernels *k)
 	k->isa = QUANT_ISA_SCALAR;
 	memcpy(k->dot, quant_dot_ref_table, sizeof k->dot);
 	memcpy(k->dequant, quant_dequant_ref_table, sizeof k->dequant);
-	memcpy(k->dotq, quant_dotq_ref_table, sizeof k->dotq);
+	k->mmq[GGML_TYPE_Q8_0] = quant_mmq_q8_0_ref;
+	k->mmq[GGML_TYPE_Q4_0] = quant_mmq_q4_0_ref;
+	k->mmq[GGML_TYPE_Q4_K] = quant_mmq_q4_K_ref;
+	k->mmq[GGML_TYPE_Q5_K] = quant_mmq_q5_K_ref;
+	k->mmq[GGML_TYPE_Q6_K] = quant_mmq_q6_K_ref;
+	k->mmq_rows = 4;
+	k->mmq_tile_rows = 4;
+	k->mmq_tile_cols = 4;
+	k->q8x_quantize = quant_q8x_quantize;
+	k->att_scores = quant_att_scores_ref;
+	k->att_pv = quant_att_pv_ref;
+	k->exp_sum = quant_exp_sum_ref;
 	k->dot_f32 = quant_vec_dot_f32_ref;
 	k->axpy_f32 = quant_vec_axpy_f32_ref;
 	k->scale_f32 = quant_vec_scale_f32_ref;
@@ -944,10 +1018,9 @@ quant_cpu_has_f16c(void)
 }
 
 static enum quant_isa
-quant_cpu_detect(int *vnni)
+quant_cpu_detect(void)
 {
 	__builtin_cpu_init();
-	*vnni = __builtin_cpu_supports("avx512vnni");
 	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
 	    !quant_cpu_has_f16c())
 		return QUANT_ISA_SCALAR;
@@ -963,9 +1036,7 @@ quant_init_once(void)
 {
 	const char *env;
 	enum quant_isa want;
-	int vnni;
-
-	quant_best = quant_cpu_detect(&vnni);
+	quant_best = quant_cpu_detect();
 	quant_scalar_fill(&quant_tables[QUANT_ISA_SCALAR]);
 	if (quant_best >= QUANT_ISA_AVX2) {
 		quant_tables[QUANT_ISA_AVX2] = quant_tables[QUANT_ISA_SCALAR];
@@ -973,10 +1044,10 @@ quant_init_once(void)
 	}
 	if (quant_best >= QUANT_ISA_AVX512) {
 		quant_tables[QUANT_ISA_AVX512] = quant_tables[QUANT_ISA_AVX2];
-		quant_avx512_fill(&quant_tables[QUANT_ISA_AVX512], vnni);
+		quant_avx512_fill(&quant_tables[QUANT_ISA_AVX512]);
 	}
 	env = getenv("MISTRAL_ACT_Q8");
-	__atomic_store_n(&quant_q8_act, env != NULL && strcmp(env, "1") == 0,
+	__atomic_store_n(&quant_q8_act, env == NULL || strcmp(env, "0") != 0,
 	    __ATOMIC_RELAXED);
 	env = getenv("MISTRAL_ISA");
 	want = quant_best;
@@ -1091,4 +1162,24 @@ void
 vec_scale_f32(float *y, float a, int64_t n)
 {
 	quant_kernels()->scale_f32(y, a, n);
+}
+
+void
+vec_att_scores(const float *q, int nq, const float *k, int64_t nk, int hd,
+    float *s, int64_t lds)
+{
+	quant_kernels()->att_scores(q, nq, k, nk, hd, s, lds);
+}
+
+void
+vec_att_pv(const float *p, int nq, int64_t ldp, const float *v, int64_t nk,
+    int hd, float *out)
+{
+	quant_kernels()->att_pv(p, nq, ldp, v, nk, hd, out);
+}
+
+float
+vec_exp_sum(float *s, int64_t n, float mx)
+{
+	return quant_kernels()->exp_sum(s, n, mx);
 }

@@ -111,9 +111,63 @@ void	 quant_matmul(enum ggml_type t, const void *w, int64_t rows,
 	     int64_t r0, int64_t r1, void *scratch);
 size_t	 quant_matmul_scratch(enum ggml_type t, int64_t cols, int64_t nrows);
 
+/*
+ * Int8 activations.  Products with Q8_0, Q4_0 and K-quant weights quantize
+ * their inputs to int8 first, as llama.cpp does, which also makes each
+ * output independent of the rest of the batch (quant-internal.h).  A
+ * caller that multiplies the same inputs by several matrices, or splits
+ * one product over threads, quantizes them once:
+ *	fmt = quant_act_fmt(t, cols)	   QUANT_ACT_NONE: use quant_matmul()
+ *	quant_act_bind(&a, buf, fmt, cols, n)   buf of quant_act_bytes()
+ *	quant_act_fill(&a, x, i0, i1)	   inputs i0..i1-1 of x (n x cols)
+ *	quant_matmul_act(t, w, rows, cols, &a, y, ldy, r0, r1)
+ * which computes exactly what quant_matmul(t, w, rows, cols, x, n, ...)
+ * does.  Matrices whose types share a format share the quantized inputs.
+ * MISTRAL_ACT_Q8=0 in the environment turns int8 activations off.
+ */
+#define QUANT_ACT_NONE	0
+#define QUANT_ACT_Q8_0	1	/* Q8_0 and Q4_0 weights: scale per 32 */
+#define QUANT_ACT_Q8_K	2	/* K-quants: scale per 256 */
+
+struct quant_act {
+	int		 fmt;
+	int64_t		 cols, n;
+	int8_t		*q;	/* n * cols */
+	float		*d;	/* per block of each input */
+	int32_t		*s;	/* sum of q per 32 */
+};
+
+int	 quant_act_fmt(enum ggml_type t, int64_t cols);
+size_t	 quant_act_bytes(int fmt, int64_t cols, int64_t n);
+void	 quant_act_bind(struct quant_act *a, void *buf, int fmt, int64_t cols,
+	     int64_t n);
+void	 quant_act_fill(const struct quant_act *a, const float *x, int64_t i0,
+	     int64_t i1);
+void	 quant_matmul_act(enum ggml_type t, const void *w, int64_t rows,
+	     int64_t cols, const struct quant_act *a, float *y, int64_t ldy,
+	     int64_t r0, int64_t r1);
+
 /* Small vector kernels used by the forward pass, dispatched like the rest. */
 float	 vec_dot_f32(const float *a, const float *b, int64_t n);
 void	 vec_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a x */
 void	 vec_scale_f32(float *y, float a, int64_t n);
+
+/*
+ * Attention, for nq query heads that see the same keys (heads sharing a
+ * kv head, at one position); q holds nq vectors of hd floats, k and v nk
+ * rows of hd floats:
+ *	vec_att_scores: s[i * lds + j] = q_i . k_j
+ *	vec_att_pv:	out[i * hd + d] += sum over j, in order, of
+ *			p[i * ldp + j] v[j * hd + d]
+ *	vec_exp_sum:	s[i] = exp(s[i] - mx) for i < n; returns their sum
+ * Each result depends only on its own inputs, never on nq, nk or the
+ * other rows, so attention split into calls any way gives the same bits
+ * (quant-internal.h, DESIGN 7).
+ */
+void	 vec_att_scores(const float *q, int nq, const float *k, int64_t nk,
+	     int hd, float *s, int64_t lds);
+void	 vec_att_pv(const float *p, int nq, int64_t ldp, const float *v,
+	     int64_t nk, int hd, float *out);
+float	 vec_exp_sum(float *s, int64_t n, float mx);
 
 #endif /* QUANT_H */

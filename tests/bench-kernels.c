@@ -6,10 +6,11 @@
  * decode: n == 1 mat-vec, reported as GB/s of weights read, with one and
  *	with two threads splitting the rows (the daemon's layout); the
  *	matrix is larger than the caches so this is a memory-bandwidth test.
- *	"int8" is the same with int8 activations (MISTRAL_ACT_Q8=1).
+ *	"int8" is the same with int8 activations (the default for the
+ *	types that have them; the other columns turn them off).
  * batch:	n = 4 and 16 (batched decode) and 64 and 256 (prefill), as
  *	GFLOP/s (2 flops per weight per input) on one thread over a matrix
- *	that stays in the last-level cache.
+ *	that stays in the last-level cache: float activations, then int8.
  * Not a test: it checks nothing and is not in TESTS.
  */
 #include <pthread.h>
@@ -130,6 +131,7 @@ main(void)
 		return 1;
 	for (int64_t i = 0; i < 256 * cols; i++)
 		x[i] = (float)(i % 17) * 0.01f - 0.08f;
+	quant_set_act_q8(0);
 	for (int isa = QUANT_ISA_AVX512; isa >= QUANT_ISA_SCALAR; isa--) {
 		if ((int)quant_set_isa(isa) != isa)
 			continue;
@@ -161,7 +163,7 @@ main(void)
 			printf("%-6s %6.1f GB/s %7.2f ms    %6.1f GB/s %7.2f ms    ",
 			    quant_traits(t)->name, bytes / s1 * 1e-9, s1 * 1e3,
 			    bytes / s2 * 1e-9, s2 * 1e3);
-			if (quant_kernels()->dotq[t] != NULL) {
+			if (quant_kernels()->mmq[t] != NULL) {
 				quant_set_act_q8(1);
 				s1 = bench_time(&job, 1);
 				s2 = bench_time(&job, 2);
@@ -186,6 +188,20 @@ main(void)
 				s = bench_time(&job, 1);
 				printf(" %5.1f", 2.0 * job.rows * cols * job.n /
 				    s * 1e-9);
+			}
+			if (quant_kernels()->mmq[t] != NULL) {
+				printf("  int8:");
+				quant_set_act_q8(1);
+				for (size_t b = 0; b < sizeof batch /
+				    sizeof batch[0]; b++) {
+					double s;
+
+					job.n = batch[b];
+					s = bench_time(&job, 1);
+					printf(" %5.1f", 2.0 * job.rows * cols *
+					    job.n / s * 1e-9);
+				}
+				quant_set_act_q8(0);
 			}
 			printf("\n");
 			fflush(stdout);

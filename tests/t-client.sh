@@ -56,7 +56,7 @@ check() {
 }
 
 start_daemon() {
-	"$D" --foreground -s "$sock" -d "$tmp/state" -c "$tmp/empty.conf" \
+	"$D" --foreground -s "$sock" -d "$tmp/state" -c "$tmp/test.conf" \
 	    -m "$tmp/model.gguf" >>"$tmp/mistrald.log" 2>&1 &
 	dpid=$!
 	echo "$dpid" >"$tmp/dpid"
@@ -86,7 +86,9 @@ L = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' "$1" "$2"
 }
 
-: >"$tmp/empty.conf"
+# replies long enough (at several thousand tokens a second on the small
+# model) to be interrupted a second in
+echo "max-tokens = 200000" >"$tmp/test.conf"
 "$top_builddir/tests/mkmodel" -o "$tmp/model.gguf" --seed 11 >/dev/null ||
 	{ echo "1..0 # SKIP tests/mkmodel failed"; exit 0; }
 start_daemon || { echo "1..1"; echo "not ok 1 - mistrald starts"; exit 1; }
@@ -213,7 +215,7 @@ ok $? "rm with one unknown session: exit 1"
 "$M" show beta 2>/dev/null; test $? -eq 1; ok $? "... the known one was removed"
 
 # Ctrl-C (SIGINT) on a long reply: cancelled, exit 130, session usable
-L=$("$M" new long --set max_tokens=4000)
+L=$("$M" new long --set max_tokens=200000)
 "$M" send long "go on and on" >"$out" 2>"$err" &
 cpid=$!
 sleep 1

@@ -672,7 +672,124 @@ test_kernels(enum quant_isa isa)
 }
 
 /*
- * Int8 activations: each path's dotq against quant_dotq_ref (the same
+ * Batch invariance (quant-internal.h, DESIGN 6): with int8 activations an
+ * output must be bit-identical whatever else is in the product: alone
+ * (n = 1, one row), in every tile shape the kernels take, in products of
+ * 1..19 inputs split over rows at odd places, with the inputs quantized
+ * by quant_act_fill() or inside quant_matmul().  A batched-decode or
+ * prefill kernel that sums in another order fails this.
+ */
+static void
+test_mmq_invariance(enum quant_isa isa)
+{
+	static const enum ggml_type qt[] = {
+		GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
+		GGML_TYPE_Q6_K,
+	};
+	const char *in = quant_isa_name(isa);
+	const struct quant_kernels *k = quant_kernels();
+	const int64_t rows = 11, cols = 768, nx = 19;
+	int ok_shape = 1, ok_mm = 1;
+
+	quant_set_act_q8(1);
+	for (size_t i = 0; i < sizeof qt / sizeof qt[0]; i++) {
+		enum ggml_type t = qt[i];
+		size_t rs = quant_row_size(t, cols);
+		int fmt = quant_act_fmt(t, cols);
+		uint8_t *w = xmalloc(rs * rows);
+		float *x = random_floats(nx * cols);
+		float *y1 = xmalloc(nx * rows * sizeof *y1);
+		float *y = xmalloc(nx * rows * sizeof *y);
+		void *abuf = xmalloc(quant_act_bytes(fmt, cols, nx));
+		struct quant_act a;
+		struct quant_q8x qx[4];
+
+		for (int64_t r = 0; r < rows; r++) {
+			void *row = random_row(t, cols);
+
+			memcpy(w + r * rs, row, rs);
+			free(row);
+		}
+		quant_act_bind(&a, abuf, fmt, cols, nx);
+		quant_act_fill(&a, x, 0, nx);
+		for (int64_t c = 0; c < nx; c++) {
+			qx[0] = (struct quant_q8x){ a.q + c * cols, a.d + c *
+			    (a.fmt == QUANT_ACT_Q8_K ? cols / 256 : cols / 32),
+			    a.s + c * (cols / 32) };
+			for (int64_t r = 0; r < rows; r++)
+				k->mmq[t](w + r * rs, rs, 1, qx, 1,
+				    y1 + c * rows + r, rows, cols);
+		}
+		/* every shape the table takes, at every row offset */
+		for (int nc = 1; nc <= k->mmq_tile_cols; nc++) {
+			int maxr = nc == 1 ? k->mmq_rows : k->mmq_tile_rows;
+
+			for (int nr = 1; nr <= maxr; nr++) {
+				for (int64_t c0 = 0; c0 + nc <= 6; c0++) {
+					for (int c = 0; c < nc; c++)
+						qx[c] = (struct quant_q8x){
+						    a.q + (c0 + c) * cols,
+						    a.d + (c0 + c) * (a.fmt ==
+						    QUANT_ACT_Q8_K ? cols / 256 :
+						    cols / 32), a.s + (c0 + c) *
+						    (cols / 32) };
+					for (int64_t r0 = 0; r0 + nr <= rows;
+					    r0 += 3) {
+						float out[16];
+
+						k->mmq[t](w + r0 * rs, rs, nr,
+						    qx, nc, out, nr, cols);
+						for (int c = 0; c < nc; c++)
+							for (int r = 0; r < nr;
+							    r++)
+								if (out[c * nr +
+								    r] != y1[(c0 +
+								    c) * rows +
+								    r0 + r])
+									ok_shape = 0;
+					}
+				}
+			}
+		}
+		/* products of every size, split over rows, both entries */
+		for (int64_t n = 1; n <= nx; n++) {
+			for (int split = 0; split < 2; split++) {
+				int64_t cut = split ? 5 : rows;
+				struct quant_act an;
+
+				memset(y, 0, nx * rows * sizeof *y);
+				if (split) {
+					quant_matmul(t, w, rows, cols, x, n, y,
+					    rows, 0, cut, NULL);
+					quant_matmul(t, w, rows, cols, x, n, y,
+					    rows, cut, rows, NULL);
+				} else {
+					/* the first n inputs of a */
+					an = a;
+					an.n = n;
+					quant_matmul_act(t, w, rows, cols, &an,
+					    y, rows, 0, rows);
+				}
+				if (memcmp(y, y1, n * rows * sizeof *y) != 0)
+					ok_mm = 0;
+			}
+		}
+		free(w);
+		free(x);
+		free(y1);
+		free(y);
+		free(abuf);
+	}
+	quant_set_act_q8(0);
+	tap_ok(ok_shape, "%s: int8 tiles of every shape give the bits of "
+	    "one row times one input", in);
+	tap_ok(ok_mm, "%s: products of 1-19 inputs, split or not, give every "
+	    "output bit-identical to the same output alone", in);
+}
+
+/*
+ * Int8 activations: each path's quantizer bit-identical to the scalar one,
+ * each path's mmq kernel against quant_dotq_ref (the same
  * integer sums, so only the float combination may differ), the reference
  * against the float dot within the bound the rounding of x allows
  * (|x - d q| <= d / 2 per element), and quant_matmul's decode with the
@@ -689,7 +806,7 @@ test_dotq(enum quant_isa isa)
 	static const int64_t ns[] = { 1, 3, 16, 40 };
 	const char *in = quant_isa_name(isa);
 	const struct quant_kernels *k = quant_kernels();
-	int ok_simd = 1, ok_bound = 1, ok_mm = 1;
+	int ok_simd = 1, ok_bound = 1, ok_mm = 1, ok_quant = 1;
 
 	for (size_t i = 0; i < sizeof qt / sizeof qt[0]; i++) {
 		enum ggml_type t = qt[i];
@@ -702,14 +819,31 @@ test_dotq(enum quant_isa isa)
 			float *d = xmalloc(n / 32 * sizeof *d);
 			int32_t *sm = xmalloc(n / 32 * sizeof *sm);
 			struct quant_q8x qx = { q, d, sm };
+			int8_t *q2 = xmalloc(n);
+			float *d2 = xmalloc(n / 32 * sizeof *d2), got;
+			int32_t *sm2 = xmalloc(n / 32 * sizeof *sm2);
 			double mag = 0, bound = 0, ref;
-
 			int bs = quant_q8x_is_k(t) ? 256 : 32;
 
 			x[3] = 0;		/* a zero and a block of zeros */
 			if (n >= 2 * bs)
 				memset(x + bs, 0, bs * sizeof *x);
+			if (n >= 4 * bs) {	/* +-M tie: the first one wins */
+				x[2 * bs + 5] = -9.5f;
+				x[2 * bs + 9] = 9.5f;
+				x[3 * bs + 1] = 4.25f;
+				x[3 * bs + 7] = -4.25f;
+			}
 			quant_q8x_quantize(x, n, bs == 256, q, d, sm);
+			k->q8x_quantize(x, n, bs == 256, q2, d2, sm2);
+			if (memcmp(q, q2, n) != 0 || memcmp(d, d2, n / bs *
+			    sizeof *d) != 0 || memcmp(sm, sm2, n / 32 *
+			    sizeof *sm) != 0) {
+				tap_diag("%s %s n=%lld: quantizer differs from "
+				    "the scalar one", in, quant_traits(t)->name,
+				    (long long)n);
+				ok_quant = 0;
+			}
 			quant_dequantize_row_ref(t, row, w, n);
 			/* |x - d q| <= d / 2, plus the f16 rounding of d
 			 * (2^-11 relative, times |q| <= 127) for Q8_0 */
@@ -718,11 +852,10 @@ test_dotq(enum quant_isa isa)
 				bound += fabs((double)w[j] * d[j / bs]) * 0.57;
 			}
 			ref = quant_dotq_ref(t, row, &qx, n);
-			if (fabs(k->dotq[t](row, &qx, n) - ref) > 4e-6 * mag +
-			    1e-30) {
-				tap_diag("%s %s n=%lld: dotq %g, reference %g", in,
-				    quant_traits(t)->name, (long long)n,
-				    k->dotq[t](row, &qx, n), ref);
+			k->mmq[t](row, 0, 1, &qx, 1, &got, 1, n);
+			if (fabs(got - ref) > 4e-6 * mag + 1e-30) {
+				tap_diag("%s %s n=%lld: mmq %g, reference %g", in,
+				    quant_traits(t)->name, (long long)n, got, ref);
 				ok_simd = 0;
 			}
 			if (fabs(ref - quant_dot_ref(t, row, x, n)) > bound *
@@ -739,8 +872,13 @@ test_dotq(enum quant_isa isa)
 			free(q);
 			free(d);
 			free(sm);
+			free(q2);
+			free(d2);
+			free(sm2);
 		}
 	}
+	tap_ok(ok_quant, "%s: int8 activation quantizer bit-identical to the "
+	    "scalar one (ties of +-max included)", in);
 	if (isa == QUANT_ISA_SCALAR) {
 		/* the two activation formats on known values (llama.cpp's
 		 * quantize_row_q8_0 and quantize_row_q8_K) */
@@ -763,7 +901,7 @@ test_dotq(enum quant_isa isa)
 		    q[1] == -32 && q[41] == 19 && sm[0] == 49 && sm[1] == -108,
 		    "int8 activations, Q8_K format: scale max/-127 per 256");
 	}
-	tap_ok(ok_simd, "%s: int8-activation dots match their reference", in);
+	tap_ok(ok_simd, "%s: int8-activation tiles match their reference", in);
 	tap_ok(ok_bound, "%s: int8-activation reference within the rounding "
 	    "bound of the float dot", in);
 
@@ -1139,6 +1277,15 @@ main(void)
 	tap_diag("best instruction set here: %s",
 	    quant_isa_name(quant_set_isa(QUANT_ISA_AVX512)));
 
+	if (getenv("MISTRAL_ACT_Q8") == NULL)
+		tap_ok(quant_act_q8() && quant_act_fmt(GGML_TYPE_Q4_0, 64) ==
+		    QUANT_ACT_Q8_0 && quant_act_fmt(GGML_TYPE_Q6_K, 256) ==
+		    QUANT_ACT_Q8_K && quant_act_fmt(GGML_TYPE_F16, 256) ==
+		    QUANT_ACT_NONE, "int8 activations are the default for "
+		    "Q8_0, Q4_0 and K-quants, not for F16");
+	/* the float regimes are tested with int8 activations off; the int8
+	 * tests turn them on */
+	quant_set_act_q8(0);
 	test_traits();
 	test_f16();
 	test_bf16();
@@ -1152,6 +1299,7 @@ main(void)
 		}
 		test_kernels(isa);
 		test_dotq(isa);
+		test_mmq_invariance(isa);
 		test_matmul(isa);
 	}
 	quant_set_isa(QUANT_ISA_AVX512);

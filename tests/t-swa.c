@@ -19,6 +19,7 @@
 #include "kvcache.h"
 #include "mkmodel.h"
 #include "model.h"
+#include "quant-internal.h"
 #include "quant.h"
 #include "tap.h"
 
@@ -179,11 +180,16 @@ test_kv_types(struct model *m, const char *what)
 		int rc1 = cached(m, 16, 1, types[i], 0, tok, 96, 1, a);
 		int rc2 = cached(m, 16, 1, types[i], 0, tok, 96, 37, b);
 
-		tap_ok(rc1 == 0 && rc2 == 0 &&
-		    max_diff(a, b, (size_t)96 * V) < 1e-3,
+		/* F32 weights take float products, whose rounding follows
+		 * the batch size; through a q8_0 cache that can flip a
+		 * near-tied MoE route, so MoE is judged by the argmax */
+		tap_ok(rc1 == 0 && rc2 == 0 && (max_diff(a, b, (size_t)96 *
+		    V) < 1e-3 || (model_hparams(m)->n_experts > 0 &&
+		    i == 1 && top1_agree(a, b, 96, V) >= 95)),
 		    "%s: %s cache: chunk 37 equals one token at a time (max "
-		    "diff %.2g)", what, kv_type_name(types[i]),
-		    max_diff(a, b, (size_t)96 * V));
+		    "diff %.2g, argmax agrees at %d of 96)", what,
+		    kv_type_name(types[i]), max_diff(a, b, (size_t)96 * V),
+		    top1_agree(a, b, 96, V));
 		/* rounding the cache may flip a near-tied MoE route, so
 		 * judge by the mean and by the argmax, as for quant files */
 		tap_ok(mean_diff(a, r, (size_t)96 * V) < (i == 0 ? 1e-3 :
@@ -484,7 +490,10 @@ test_window_sources(const char *dir)
 	b = malloc((size_t)40 * V * sizeof *b);
 	make_tokens(tok, 40, V, 77);
 	fwd_create(m, 256, 2, &fw);
+	/* the reference is plain float: compare with float activations */
+	quant_set_act_q8(0);
 	cached(m, 16, 1, KV_TYPE_F32, 0, tok, 40, 9, a);
+	quant_set_act_q8(1);
 	model_forward_reference(m, tok, 40, 0, 16, 1, b);
 	tap_ok(max_diff(a, b, (size_t)40 * V) < 1e-3, "per-expert MoE tensors "
 	    "and tied output embeddings load and match the reference (max "
@@ -493,6 +502,112 @@ test_window_sources(const char *dir)
 	free(a);
 	free(b);
 	model_free(m);
+}
+
+/*
+ * Batch invariance with int8 activations (quant-internal.h, DESIGN 6-7):
+ * a quantized model's logits for a token are the same bits however its
+ * sequence is cut into chunks, and whatever other sequences share the
+ * batch.  This is what lets the daemon give a reply under load that is
+ * identical to the same request alone.
+ */
+static void
+test_batch_invariance(const char *dir)
+{
+	static const struct {
+		enum ggml_type	 type;
+		uint32_t	 experts, dim, heads, kv_heads, ffn;
+		int		 k_m;
+		const char	*name;
+	} ms[] = {
+		{ GGML_TYPE_Q4_0, 0, 64, 2, 1, 96, 0, "Q4_0 dense" },
+		{ GGML_TYPE_Q8_0, 4, 64, 2, 1, 96, 0, "Q8_0 MoE" },
+		{ GGML_TYPE_Q4_K, 0, 256, 8, 2, 512, 1, "Q4_K_M dense" },
+	};
+	static const int chunks[] = { 5, 16, 40 };
+	enum { N = 40 };
+
+	for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+		struct mkmodel_params p;
+		struct model *m;
+		struct fwd *f;
+		struct kv_params kp = { 16, 2, KV_TYPE_F16 };
+		struct kvcache *kv[3];
+		int32_t tok[N], btok[12];
+		struct kvcache *bseq[12];
+		uint8_t want[12];
+		float *ref, *got, *row;
+		uint32_t V;
+		char fname[64];
+		int ok_chunk = 1, ok_batch = 1, rc;
+
+		small_params(&p, ms[i].experts, ms[i].type, 31 + i);
+		p.dim = ms[i].dim;
+		p.n_heads = ms[i].heads;
+		p.n_kv_heads = ms[i].kv_heads;
+		p.ffn_dim = ms[i].ffn;
+		p.q4_k_m_mix = ms[i].k_m;
+		snprintf(fname, sizeof fname, "inv%zu.gguf", i);
+		if ((m = make_model_p(dir, fname, &p)) == NULL)
+			continue;
+		V = model_hparams(m)->n_vocab;
+		ref = malloc((size_t)N * V * sizeof *ref);
+		got = malloc((size_t)N * V * sizeof *got);
+		row = malloc((size_t)12 * V * sizeof *row);
+		make_tokens(tok, N, V, 5 + i);
+		fwd_create(m, 64, 2, &f);
+		for (int s = 0; s < 3; s++)
+			kvcache_create(m, &kp, &kv[s]);
+
+		/* one token at a time is the reference */
+		kvcache_reset(kv[0], 0);
+		fwd_prefill(f, kv[0], tok, N, 1, 1, ref);
+		for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+			kvcache_reset(kv[0], 0);
+			fwd_prefill(f, kv[0], tok, N, chunks[c], 1, got);
+			if (memcmp(got, ref, (size_t)N * V * sizeof *got) != 0)
+				ok_chunk = 0;
+		}
+		tap_ok(ok_chunk, "%s: logits bit-identical in chunks of 1, 5, "
+		    "16 and 40 tokens (W = 16, 2 globals)", ms[i].name);
+
+		/* sequence 0 decodes token by token while sequence 1
+		 * prefills 9 tokens per step and sequence 2 decodes */
+		kvcache_reset(kv[0], 0);
+		kvcache_reset(kv[1], 0);
+		kvcache_reset(kv[2], 0);
+		for (int t = 0; t < N && ok_batch; t++) {
+			int n = 0, k;
+
+			btok[n] = tok[(t * 7 + 3) % N];
+			bseq[n] = kv[2];
+			want[n++] = 0;
+			btok[n] = tok[t];
+			bseq[n] = kv[0];
+			want[n++] = 1;
+			for (k = 0; k < 9 && t < 4; k++) {
+				btok[n] = tok[(t * 9 + k) % N];
+				bseq[n] = kv[1];
+				want[n++] = (uint8_t)(k == 8);
+			}
+			struct fwd_batch b = { n, btok, bseq, want };
+
+			rc = fwd_run(f, &b, row);
+			if (rc < 1 || memcmp(row, ref + (size_t)t * V,
+			    (size_t)V * sizeof *row) != 0)
+				ok_batch = 0;
+		}
+		tap_ok(ok_batch, "%s: a sequence decoded in batches with "
+		    "others' prefill and decode gives the bits it gives alone",
+		    ms[i].name);
+		for (int s = 0; s < 3; s++)
+			kvcache_free(kv[s]);
+		fwd_free(f);
+		free(ref);
+		free(got);
+		free(row);
+		model_free(m);
+	}
 }
 
 int
@@ -533,6 +648,7 @@ main(void)
 	model_free(moe);
 	model_free(dq);
 	test_window_sources(dir);
+	test_batch_invariance(dir);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);
