@@ -416,56 +416,131 @@ fwd_att_upper(const int64_t *kpos, int64_t lo, int64_t hi, int64_t pos)
 }
 
 /*
+ * Where a query's keys and values are: up to FWD_SEG_MAX stretches of
+ * rows in ascending position order, each in the cache (f16 or f32, read
+ * in place), in the run's own rounded rows (f32), or in the block's
+ * gathered rows (f32, for cache types the kernels do not read).
+ */
+#define FWD_SEG_MAX 6
+
+struct fwd_seg {
+	const uint8_t	*k, *v;
+	size_t		 stride;	/* bytes from one row to the next */
+	int		 f16;
+	int64_t		 n;
+};
+
+/* Append positions [a, b) of run r, kv head h, as stretches of rows that
+ * are contiguous in the cache or in the run's own rows. */
+static int
+fwd_seg_range(const struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
+    uint32_t h, int64_t a, int64_t b, struct fwd_seg *seg, int ns)
+{
+	const struct kvcache *kv = r->kv;
+	uint32_t hd = f->m->hp.head_dim;
+	int64_t gend = kv->base + kv->p.n_global, end;
+	size_t hoff;
+
+	while (a < b && ns < FWD_SEG_MAX) {
+		if (a >= r->p0) {
+			size_t row = (size_t)(r->t0 + (a - r->p0)) * kv->kv_dim +
+			    (size_t)h * hd;
+
+			seg[ns++] = (struct fwd_seg){ (const uint8_t *)(f->k +
+			    row), (const uint8_t *)(f->v + row), kv->kv_dim *
+			    sizeof(float), 0, b - a };
+			break;
+		}
+		end = b < r->p0 ? b : r->p0;
+		if (a < gend)
+			end = end < gend ? end : gend;
+		else if (end > a + (int64_t)kv->p.window - a %
+		    (int64_t)kv->p.window)
+			end = a + (int64_t)kv->p.window - a %
+			    (int64_t)kv->p.window;	/* the ring wraps */
+		hoff = quant_row_size(kv_type_ggml(kv->p.type),
+		    (int64_t)h * hd);
+		seg[ns++] = (struct fwd_seg){ kvcache_k_row(kv, layer,
+		    kvcache_slot_of(kv, a)) + hoff, kvcache_v_row(kv, layer,
+		    kvcache_slot_of(kv, a)) + hoff, kv->row_bytes,
+		    kv->p.type == KV_TYPE_F16, end - a };
+		a = end;
+	}
+	return ns;
+}
+
+/*
  * Attention for a block of consecutive queries of one run and the query
- * heads that share kv head h.  The keys and values are dequantized once
- * per block (fwd_att_gather: globals first, then ascending positions);
- * then each query, with all the heads sharing h at once, attends to
- * exactly the keys it sees: the globals at or before it, then the keys
- * of its window [t-W+1, t].  Scores, softmax and the weighted sum of
- * values run over that list in order with the kernels of quant.h, so a
- * query's result is the same bits whether it is decoded alone, batched
- * with other sequences or prefilled in a chunk of any size (DESIGN 6).
+ * heads that share kv head h.  Each query, with all the heads sharing h
+ * at once, attends to exactly the keys it sees, in position order: the
+ * globals at or before it, then the keys of its window [t-W+1, t].
+ * Scores, softmax and the weighted sum of values run over that list with
+ * the kernels of quant.h, so a query's result is the same bits whether
+ * it is decoded alone, batched with other sequences or prefilled in a
+ * chunk of any size (DESIGN 6).  f16 and f32 caches are read in place; a
+ * q8_0 cache is dequantized once per block (fwd_att_gather).
  */
 static void
 fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
     uint32_t h, struct fwd_thread *th)
 {
 	const struct model_hparams *hp = &f->m->hp;
-	const struct kvcache *kv = f->runs[b->run].kv;
+	const struct fwd_seqrun *r = &f->runs[b->run];
+	const struct kvcache *kv = r->kv;
 	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
 	const float scale = 1.0f / sqrtf((float)hd);
-	int64_t nk, ng, gq, lo, hi, nv;
+	int gathered = kv->p.type != KV_TYPE_F16 && kv->p.type != KV_TYPE_F32;
+	int64_t nk = 0, ng = 0, gend = kv->base + kv->p.n_global;
 	int32_t qi;
 
-	nk = fwd_att_gather(f, b, layer, h, th, &ng);
+	if (gathered)
+		nk = fwd_att_gather(f, b, layer, h, th, &ng);
 	for (qi = 0; qi < b->n; qi++) {
-		int64_t t = f->tpos[b->i0 + qi];
+		int64_t t = f->tpos[b->i0 + qi], wlo, nv = 0, off;
 		size_t qoff = (size_t)(b->i0 + qi) * hp->n_heads * hd +
 		    (size_t)h * rep * hd;
 		const float *q = f->q + qoff;
 		float *out = f->att + qoff, *sc = th->scores;
+		struct fwd_seg seg[FWD_SEG_MAX];
+		int ns = 0, i;
 
-		gq = fwd_att_upper(th->kpos, 0, ng, t);
-		lo = fwd_att_upper(th->kpos, ng, nk, t - (int64_t)kv->p.window);
-		hi = fwd_att_upper(th->kpos, lo, nk, t);
-		nv = gq + hi - lo;
-		vec_att_scores(q, (int)rep, th->kb, gq, (int)hd, sc, nv);
-		vec_att_scores(q, (int)rep, th->kb + lo * hd, hi - lo, (int)hd,
-		    sc + gq, nv);
+		wlo = t - (int64_t)kv->p.window + 1;
+		if (gathered) {
+			int64_t gq = fwd_att_upper(th->kpos, 0, ng, t);
+			int64_t lo = fwd_att_upper(th->kpos, ng, nk, wlo - 1);
+			int64_t hi = fwd_att_upper(th->kpos, lo, nk, t);
+			size_t rb = hd * sizeof(float);
+
+			seg[ns++] = (struct fwd_seg){ (const uint8_t *)th->kb,
+			    (const uint8_t *)th->vb, rb, 0, gq };
+			seg[ns++] = (struct fwd_seg){ (const uint8_t *)(th->kb +
+			    lo * hd), (const uint8_t *)(th->vb + lo * hd), rb, 0,
+			    hi - lo };
+		} else {
+			ns = fwd_seg_range(f, r, layer, h, kv->base, gend < t + 1 ?
+			    gend : t + 1, seg, ns);
+			ns = fwd_seg_range(f, r, layer, h, wlo > gend ? wlo : gend,
+			    t + 1, seg, ns);
+		}
+		for (i = 0; i < ns; i++)
+			nv += seg[i].n;
+		for (i = 0, off = 0; i < ns; off += seg[i++].n)
+			vec_att_scores(q, (int)rep, seg[i].k, seg[i].stride,
+			    seg[i].f16, seg[i].n, (int)hd, sc + off, nv);
 		for (g = 0; g < rep; g++) {
 			float *row = sc + (size_t)g * nv, mx = -INFINITY;
-			int64_t i;
+			int64_t j;
 
 			vec_scale_f32(row, scale, nv);
-			for (i = 0; i < nv; i++)
-				if (row[i] > mx)
-					mx = row[i];
+			for (j = 0; j < nv; j++)
+				if (row[j] > mx)
+					mx = row[j];
 			vec_scale_f32(row, 1.0f / vec_exp_sum(row, nv, mx), nv);
 		}
 		memset(out, 0, (size_t)rep * hd * sizeof *out);
-		vec_att_pv(sc, (int)rep, nv, th->vb, gq, (int)hd, out);
-		vec_att_pv(sc + gq, (int)rep, nv, th->vb + lo * hd, hi - lo,
-		    (int)hd, out);
+		for (i = 0, off = 0; i < ns; off += seg[i++].n)
+			vec_att_pv(sc + off, (int)rep, nv, seg[i].v,
+			    seg[i].stride, seg[i].f16, seg[i].n, (int)hd, out);
 	}
 }
 

@@ -962,6 +962,70 @@ quant_avx2_mmq_q4_0_t(const char *w, size_t rs, const struct quant_q8x *x,
  * are exact in float (at most 63 * 4064 * 8 < 2^24).  Per block and
  * output: acc = d dx isum + acc, then acc = -(dmin dx) (m s) + acc.
  */
+/*
+ * One row's block i times one input, accumulated (the single-input case
+ * of quant_avx2_mmq_k45_t(), with the same float arithmetic): the quants
+ * go from the block to vpmaddubsw without a trip through memory, which
+ * is what decode needs.
+ */
+QUANT_MMQ_KERNEL __m256
+quant_avx2_k45_one(const char *row, int64_t i, const struct quant_q8x *x,
+    __m256 acc, const int five)
+{
+	const size_t bsize = five ? sizeof(struct block_q5_K) :
+	    sizeof(struct block_q4_K);
+	const __m256i m4 = _mm256_set1_epi8(0xf);
+	const uint8_t *p = (const uint8_t *)row + bsize * i;
+	const struct block_q4_K *b4 = (const void *)p;
+	const struct block_q5_K *b5 = (const void *)p;
+	const uint8_t *qs = five ? b5->qs : b4->qs;
+	const int8_t *xq = x->q + QK_K * i;
+	__m256i h = _mm256_setzero_si256(), is = _mm256_setzero_si256();
+	__m256 dx = _mm256_set1_ps(x->d[i]), xs, mins;
+	uint32_t u0, u1, u2;
+	uint8_t sc[16];
+	__m128i v;
+
+	memcpy(&u0, b4->scales, 4);
+	memcpy(&u1, b4->scales + 4, 4);
+	memcpy(&u2, b4->scales + 8, 4);
+	v = _mm_set_epi32((int)(((u2 >> 4) & 0x0f0f0f0f) | ((u1 >> 2) &
+	    0x30303030)), (int)(u1 & 0x3f3f3f3f), (int)((u2 & 0x0f0f0f0f) |
+	    ((u0 >> 2) & 0x30303030)), (int)(u0 & 0x3f3f3f3f));
+	_mm_storeu_si128((__m128i *)sc, v);
+	if (five)
+		h = _mm256_loadu_si256((const __m256i *)b5->qh);
+	QUANT_UNROLL
+	for (int c = 0; c < 4; c++) {
+		__m256i vv = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+		__m256i l = _mm256_and_si256(vv, m4);
+		__m256i u = _mm256_and_si256(_mm256_srli_epi16(vv, 4), m4);
+
+		if (five) {
+			l = _mm256_or_si256(l, _mm256_slli_epi16(
+			    _mm256_and_si256(h, _mm256_set1_epi8(1)), 4));
+			u = _mm256_or_si256(u, _mm256_slli_epi16(
+			    _mm256_and_si256(h, _mm256_set1_epi8(2)), 3));
+			h = _mm256_srli_epi16(h, 2);
+		}
+		is = _mm256_add_epi32(is, _mm256_madd_epi16(
+		    _mm256_maddubs_epi16(l, _mm256_loadu_si256(
+		    (const __m256i *)(xq + 64 * c))),
+		    _mm256_set1_epi16(sc[2 * c])));
+		is = _mm256_add_epi32(is, _mm256_madd_epi16(
+		    _mm256_maddubs_epi16(u, _mm256_loadu_si256(
+		    (const __m256i *)(xq + 64 * c + 32))),
+		    _mm256_set1_epi16(sc[2 * c + 1])));
+	}
+	mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+	xs = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->s +
+	    8 * i)));
+	acc = _mm256_fmadd_ps(_mm256_mul_ps(quant_avx2_half8(&b4->d), dx),
+	    _mm256_cvtepi32_ps(is), acc);
+	return _mm256_fnmadd_ps(_mm256_mul_ps(quant_avx2_half8(&b4->dmin), dx),
+	    _mm256_mul_ps(mins, xs), acc);
+}
+
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc,
@@ -981,6 +1045,13 @@ quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < n / QK_K; i++) {
+		if (nc == 1) {
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
+				acc[r][0] = quant_avx2_k45_one(w + r * rs, i, x,
+				    acc[r][0], five);
+			continue;
+		}
 		QUANT_UNROLL
 		for (int r = 0; r < nr; r++) {
 			const uint8_t *p = (const uint8_t *)(w + r * rs) +
@@ -1005,8 +1076,8 @@ quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
 				    &v)[j]);
 			mins[r] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
 			    _mm_srli_si128(v, 8)));
-			d[r] = _mm256_set1_ps(quant_avx2_half(b4->d));
-			dmin[r] = _mm256_set1_ps(quant_avx2_half(b4->dmin));
+			d[r] = quant_avx2_half8(&b4->d);
+			dmin[r] = quant_avx2_half8(&b4->dmin);
 			if (five)
 				h = _mm256_loadu_si256((const __m256i *)b5->qh);
 			QUANT_UNROLL
@@ -1077,6 +1148,56 @@ quant_avx2_mmq_q5_K_t(const char *w, size_t rs, const struct quant_q8x *x,
  * int8 scales on the way to 32 bits (at most 8128 * 2 * 128 per lane and
  * step, 8 steps), leaving one float scale per block: d times dx.
  */
+/* One row's block i times one input, accumulated: the single-input case
+ * of quant_avx2_mmq_q6_K_t() (same float arithmetic), unpacking each 32
+ * quants in registers as quant_avx2_q6_K_unpack() does. */
+QUANT_MMQ_KERNEL __m256
+quant_avx2_q6_K_one(const char *row, int64_t i, const struct quant_q8x *x,
+    __m256 acc, __m256i pick)
+{
+	const struct block_q6_K *b = (const struct block_q6_K *)row + i;
+	const __m256i m4 = _mm256_set1_epi8(0xf), m3 = _mm256_set1_epi8(3);
+	const __m256i mc = _mm256_set1_epi8(0x0c), m30 = _mm256_set1_epi8(0x30);
+	const __m256i mc0 = _mm256_set1_epi8((char)0xc0);
+	const __m256i e32 = _mm256_set1_epi8(32);
+	const int8_t *xq = x->q + QK_K * i;
+	__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)
+	    b->scales)), is = _mm256_setzero_si256();
+
+	QUANT_UNROLL
+	for (int h = 0; h < 2; h++) {
+		__m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+		__m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql +
+		    64 * h + 32));
+		__m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+		__m256i q[4];
+
+		q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+		    _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+		q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+		    _mm256_slli_epi16(_mm256_and_si256(hb, mc), 2));
+		q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4),
+		    m4), _mm256_and_si256(hb, m30));
+		q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4),
+		    m4), _mm256_srli_epi16(_mm256_and_si256(hb, mc0), 2));
+		QUANT_UNROLL
+		for (int m = 0; m < 4; m++) {
+			__m256i wv = _mm256_sub_epi8(q[m], e32);
+			__m256i xv = _mm256_loadu_si256((const __m256i *)(xq +
+			    128 * h + 32 * m));
+			__m256i sc = _mm256_shuffle_epi8(
+			    _mm256_permutevar8x32_epi32(sc16,
+			    _mm256_set1_epi32(4 * h + m)), pick);
+
+			is = _mm256_add_epi32(is, _mm256_madd_epi16(
+			    _mm256_maddubs_epi16(_mm256_abs_epi8(wv),
+			    _mm256_sign_epi8(xv, wv)), sc));
+		}
+	}
+	return _mm256_fmadd_ps(_mm256_mul_ps(quant_avx2_half8(&b->d),
+	    _mm256_set1_ps(x->d[i])), _mm256_cvtepi32_ps(is), acc);
+}
+
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc)
@@ -1095,6 +1216,13 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < n / QK_K; i++) {
+		if (nc == 1) {
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
+				acc[r][0] = quant_avx2_q6_K_one(w + r * rs, i, x,
+				    acc[r][0], pick);
+			continue;
+		}
 		QUANT_UNROLL
 		for (int r = 0; r < nr; r++) {
 			const struct block_q6_K *b =
@@ -1108,7 +1236,7 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 				sc[r][m] = _mm256_shuffle_epi8(
 				    _mm256_permutevar8x32_epi32(sc16,
 				    _mm256_set1_epi32(m)), pick);
-			d[r] = _mm256_set1_ps(quant_avx2_half(b->d));
+			d[r] = quant_avx2_half8(&b->d);
 		}
 		QUANT_UNROLL
 		for (int c = 0; c < nc; c++) {
@@ -1178,25 +1306,35 @@ QUANT_MMQ_ENTRY(q6_K)
 
 /* ---- attention (quant-internal.h, DESIGN 7) ------------------------ */
 
+/* 8 elements of a key or value row, f16 (exactly converted) or f32. */
+QUANT_MMQ_KERNEL __m256
+quant_avx2_kv8(const uint8_t *row, int d, const int f16)
+{
+	if (f16)
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row +
+		    2 * d)));
+	return _mm256_loadu_ps((const float *)row + d);
+}
+
 /*
  * Scores of G query heads (G = 1, 2, 4 or 8, a constant once inlined)
  * against nk keys: one 8-lane accumulator per (head, key), fed in
  * dimension order, summed across lanes by quant_avx2_hsum().  Each score
- * is the same arithmetic whatever G and wherever the key sits.
+ * is the same arithmetic whatever G, the key's place and its storage.
  */
 QUANT_MMQ_KERNEL void
-quant_avx2_att_scores_g(const float *q, const float *k, int64_t nk, int hd,
-    float *s, int64_t lds, const int g)
+quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
+    int64_t nk, int hd, float *s, int64_t lds, const int g, const int f16)
 {
 	for (int64_t j = 0; j < nk; j++) {
-		const float *kj = k + j * hd;
+		const uint8_t *kj = k + j * ks;
 		__m256 acc[8];
 
 		QUANT_UNROLL
 		for (int i = 0; i < g; i++)
 			acc[i] = _mm256_setzero_ps();
 		for (int d = 0; d < hd; d += 8) {
-			__m256 kv = _mm256_loadu_ps(kj + d);
+			__m256 kv = quant_avx2_kv8(kj, d, f16);
 
 			QUANT_UNROLL
 			for (int i = 0; i < g; i++)
@@ -1209,46 +1347,55 @@ quant_avx2_att_scores_g(const float *q, const float *k, int64_t nk, int hd,
 	}
 }
 
-QUANT_AVX2 static void
-quant_avx2_att_scores(const float *q, int nq, const float *k, int64_t nk,
-    int hd, float *s, int64_t lds)
-{
-	int i = 0;
+#define QUANT_ATT_GROUPS(CALL) do {					\
+	int i = 0;							\
+									\
+	for (; nq - i >= 8; i += 8)					\
+		CALL(8);						\
+	if (nq - i >= 4) {						\
+		CALL(4);						\
+		i += 4;							\
+	}								\
+	if (nq - i >= 2) {						\
+		CALL(2);						\
+		i += 2;							\
+	}								\
+	if (nq - i >= 1)						\
+		CALL(1);						\
+} while (0)
 
+QUANT_AVX2 static void
+quant_avx2_att_scores(const float *q, int nq, const void *k, size_t ks,
+    int f16, int64_t nk, int hd, float *s, int64_t lds)
+{
 	if (hd % 8 != 0) {
-		quant_att_scores_ref(q, nq, k, nk, hd, s, lds);
+		quant_att_scores_ref(q, nq, k, ks, f16, nk, hd, s, lds);
 		return;
 	}
-	for (; nq - i >= 8; i += 8)
-		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
-		    8);
-	if (nq - i >= 4) {
-		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
-		    4);
-		i += 4;
-	}
-	if (nq - i >= 2) {
-		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
-		    2);
-		i += 2;
-	}
-	if (nq - i >= 1)
-		quant_avx2_att_scores_g(q + i * hd, k, nk, hd, s + i * lds, lds,
-		    1);
+#define QUANT_ATT_SCORES(g) do {					\
+	if (f16)							\
+		quant_avx2_att_scores_g(q + i * hd, k, ks, nk, hd,	\
+		    s + i * lds, lds, g, 1);				\
+	else								\
+		quant_avx2_att_scores_g(q + i * hd, k, ks, nk, hd,	\
+		    s + i * lds, lds, g, 0);				\
+} while (0)
+	QUANT_ATT_GROUPS(QUANT_ATT_SCORES);
+#undef QUANT_ATT_SCORES
 }
 
 /*
  * out[i][d] += sum_j p[i][j] v[j][d] for G heads: each output element is
  * one lane of an accumulator fed key by key in order (fused multiply-add),
  * stored and reloaded between blocks of keys, which changes nothing.  The
- * keys go in blocks so a block's values stay in L2 across the
+ * keys go in blocks so a block's values stay in L1/L2 across the
  * dimension chunks.
  */
-#define QUANT_ATT_KBLOCK 256
+#define QUANT_ATT_KBLOCK 128
 
 QUANT_MMQ_KERNEL void
-quant_avx2_att_pv_g(const float *p, int64_t ldp, const float *v, int64_t nk,
-    int hd, float *out, const int g)
+quant_avx2_att_pv_g(const float *p, int64_t ldp, const uint8_t *v, size_t vs,
+    int64_t nk, int hd, float *out, const int g, const int f16)
 {
 	for (int64_t j0 = 0; j0 < nk; j0 += QUANT_ATT_KBLOCK) {
 		int64_t j1 = nk - j0 < QUANT_ATT_KBLOCK ? nk : j0 +
@@ -1261,7 +1408,7 @@ quant_avx2_att_pv_g(const float *p, int64_t ldp, const float *v, int64_t nk,
 			for (int i = 0; i < g; i++)
 				acc[i] = _mm256_loadu_ps(out + i * hd + d);
 			for (int64_t j = j0; j < j1; j++) {
-				__m256 vv = _mm256_loadu_ps(v + j * hd + d);
+				__m256 vv = quant_avx2_kv8(v + j * vs, d, f16);
 
 				QUANT_UNROLL
 				for (int i = 0; i < g; i++)
@@ -1277,27 +1424,23 @@ quant_avx2_att_pv_g(const float *p, int64_t ldp, const float *v, int64_t nk,
 }
 
 QUANT_AVX2 static void
-quant_avx2_att_pv(const float *p, int nq, int64_t ldp, const float *v,
-    int64_t nk, int hd, float *out)
+quant_avx2_att_pv(const float *p, int nq, int64_t ldp, const void *v,
+    size_t vs, int f16, int64_t nk, int hd, float *out)
 {
-	int i = 0;
-
 	if (hd % 8 != 0) {
-		quant_att_pv_ref(p, nq, ldp, v, nk, hd, out);
+		quant_att_pv_ref(p, nq, ldp, v, vs, f16, nk, hd, out);
 		return;
 	}
-	for (; nq - i >= 8; i += 8)
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 8);
-	if (nq - i >= 4) {
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 4);
-		i += 4;
-	}
-	if (nq - i >= 2) {
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 2);
-		i += 2;
-	}
-	if (nq - i >= 1)
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, nk, hd, out + i * hd, 1);
+#define QUANT_ATT_PV(g) do {						\
+	if (f16)							\
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
+		    out + i * hd, g, 1);				\
+	else								\
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
+		    out + i * hd, g, 0);				\
+} while (0)
+	QUANT_ATT_GROUPS(QUANT_ATT_PV);
+#undef QUANT_ATT_PV
 }
 
 /*

@@ -172,10 +172,10 @@ struct quant_kernels {
 	int		 mmq_rows, mmq_tile_rows, mmq_tile_cols;
 	void		(*q8x_quantize)(const float *, int64_t, int, int8_t *,
 			    float *, int32_t *);
-	void		(*att_scores)(const float *, int, const float *,
-			    int64_t, int, float *, int64_t);
-	void		(*att_pv)(const float *, int, int64_t, const float *,
-			    int64_t, int, float *);
+	void		(*att_scores)(const float *, int, const void *,
+			    size_t, int, int64_t, int, float *, int64_t);
+	void		(*att_pv)(const float *, int, int64_t, const void *,
+			    size_t, int, int64_t, int, float *);
 	float		(*exp_sum)(float *, int64_t, float);
 	float		(*dot_f32)(const float *, const float *, int64_t);
 	void		(*axpy_f32)(float *, float, const float *, int64_t);
@@ -226,10 +226,10 @@ float	 quant_dotq_ref(enum ggml_type t, const void *row,
 	     const struct quant_q8x *x, int64_t n);
 /* quant.c: the scalar attention kernels (also the SIMD files' fallback for
  * head sizes that are not a multiple of 8). */
-void	 quant_att_scores_ref(const float *q, int nq, const float *k,
-	     int64_t nk, int hd, float *s, int64_t lds);
-void	 quant_att_pv_ref(const float *p, int nq, int64_t ldp, const float *v,
-	     int64_t nk, int hd, float *out);
+void	 quant_att_scores_ref(const float *q, int nq, const void *k, size_t ks,
+	     int f16, int64_t nk, int hd, float *s, int64_t lds);
+void	 quant_att_pv_ref(const float *p, int nq, int64_t ldp, const void *v,
+	     size_t vs, int f16, int64_t nk, int hd, float *out);
 /* quant.c: whether quant_matmul() uses int8 activations. */
 int	 quant_act_q8(void);
 void	 quant_set_act_q8(int on);

@@ -698,28 +698,39 @@ QUANT_MMQ_REF(q4_K, GGML_TYPE_Q4_K)
 QUANT_MMQ_REF(q5_K, GGML_TYPE_Q5_K)
 QUANT_MMQ_REF(q6_K, GGML_TYPE_Q6_K)
 
+/* Element d of a key or value row stored as f16 or f32. */
+static float
+quant_kv_at(const void *row, int d, int f16)
+{
+	if (f16)
+		return quant_f16_to_f32(((const uint16_t *)row)[d]);
+	return ((const float *)row)[d];
+}
+
 void
-quant_att_scores_ref(const float *q, int nq, const float *k, int64_t nk,
-    int hd, float *s, int64_t lds)
+quant_att_scores_ref(const float *q, int nq, const void *k, size_t ks,
+    int f16, int64_t nk, int hd, float *s, int64_t lds)
 {
 	for (int i = 0; i < nq; i++)
 		for (int64_t j = 0; j < nk; j++) {
+			const char *kj = (const char *)k + j * ks;
 			float sum = 0;
 
 			for (int d = 0; d < hd; d++)
-				sum += q[i * hd + d] * k[j * hd + d];
+				sum += q[i * hd + d] * quant_kv_at(kj, d, f16);
 			s[i * lds + j] = sum;
 		}
 }
 
 void
-quant_att_pv_ref(const float *p, int nq, int64_t ldp, const float *v,
-    int64_t nk, int hd, float *out)
+quant_att_pv_ref(const float *p, int nq, int64_t ldp, const void *v,
+    size_t vs, int f16, int64_t nk, int hd, float *out)
 {
 	for (int i = 0; i < nq; i++)
 		for (int64_t j = 0; j < nk; j++)
 			for (int d = 0; d < hd; d++)
-				out[i * hd + d] += p[i * ldp + j] * v[j * hd + d];
+				out[i * hd + d] += p[i * ldp + j] *
+				    quant_kv_at((const char *)v + j * vs, d, f16);
 }
 
 static float
@@ -1165,17 +1176,17 @@ vec_scale_f32(float *y, float a, int64_t n)
 }
 
 void
-vec_att_scores(const float *q, int nq, const float *k, int64_t nk, int hd,
-    float *s, int64_t lds)
+vec_att_scores(const float *q, int nq, const void *k, size_t ks, int f16,
+    int64_t nk, int hd, float *s, int64_t lds)
 {
-	quant_kernels()->att_scores(q, nq, k, nk, hd, s, lds);
+	quant_kernels()->att_scores(q, nq, k, ks, f16, nk, hd, s, lds);
 }
 
 void
-vec_att_pv(const float *p, int nq, int64_t ldp, const float *v, int64_t nk,
-    int hd, float *out)
+vec_att_pv(const float *p, int nq, int64_t ldp, const void *v, size_t vs,
+    int f16, int64_t nk, int hd, float *out)
 {
-	quant_kernels()->att_pv(p, nq, ldp, v, nk, hd, out);
+	quant_kernels()->att_pv(p, nq, ldp, v, vs, f16, nk, hd, out);
 }
 
 float
