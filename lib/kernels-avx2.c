@@ -1317,10 +1317,38 @@ quant_avx2_kv8(const uint8_t *row, int d, const int f16)
 }
 
 /*
+ * The lanes of a score's accumulator are summed as ((l0 + l1) + (l2 + l3))
+ * + ((l4 + l5) + (l6 + l7)): by quant_avx2_hsum8() for eight heads at once
+ * (four horizontal adds, a lane swap and an add, where eight separate
+ * sums took 48 operations), and by quant_avx2_hsum_t() for one.
+ */
+QUANT_AVX2 static inline __m256
+quant_avx2_hsum8(const __m256 *a)
+{
+	__m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]),
+	    _mm256_hadd_ps(a[2], a[3]));
+	__m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]),
+	    _mm256_hadd_ps(a[6], a[7]));
+
+	return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+	    _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+QUANT_AVX2 static inline float
+quant_avx2_hsum_t(__m256 v)
+{
+	__m256 t = _mm256_hadd_ps(v, v);
+
+	t = _mm256_hadd_ps(t, t);
+	return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(t),
+	    _mm256_extractf128_ps(t, 1)));
+}
+
+/*
  * Scores of G query heads (G = 1, 2, 4 or 8, a constant once inlined)
  * against nk keys: one 8-lane accumulator per (head, key), fed in
- * dimension order, summed across lanes by quant_avx2_hsum().  Each score
- * is the same arithmetic whatever G, the key's place and its storage.
+ * dimension order, its lanes summed in the tree above.  Each score is
+ * the same arithmetic whatever G, the key's place and its storage.
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
@@ -1341,9 +1369,18 @@ quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
 				acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q +
 				    i * hd + d), kv, acc[i]);
 		}
-		QUANT_UNROLL
-		for (int i = 0; i < g; i++)
-			s[i * lds + j] = quant_avx2_hsum(acc[i]);
+		if (g == 8) {
+			float r[8];
+
+			_mm256_storeu_ps(r, quant_avx2_hsum8(acc));
+			QUANT_UNROLL
+			for (int i = 0; i < 8; i++)
+				s[i * lds + j] = r[i];
+		} else {
+			QUANT_UNROLL
+			for (int i = 0; i < g; i++)
+				s[i * lds + j] = quant_avx2_hsum_t(acc[i]);
+		}
 	}
 }
 

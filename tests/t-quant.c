@@ -672,6 +672,113 @@ test_kernels(enum quant_isa isa)
 }
 
 /*
+ * The attention kernels (quant-internal.h, DESIGN 7): against plain loops,
+ * and bit-identical however the heads and keys are grouped into calls
+ * (11 heads take groups of 8, 2 and 1) and whether a row is stored f16
+ * or f32 with the same values.  Head sizes 64 (SIMD) and 20 (fallback).
+ */
+static void
+test_attention(enum quant_isa isa)
+{
+	static const int hds[] = { 64, 20 };
+	const char *in = quant_isa_name(isa);
+	int ok_ref = 1, ok_split = 1, ok_f16 = 1, ok_exp = 1;
+	enum { NQ = 11, NK = 37 };
+
+	for (int h = 0; h < 2; h++) {
+		int hd = hds[h];
+		float *q = random_floats(NQ * hd), *k = random_floats(NK * hd);
+		float *v = random_floats(NK * hd);
+		uint16_t *k16 = xmalloc(NK * hd * sizeof *k16);
+		uint16_t *v16 = xmalloc(NK * hd * sizeof *v16);
+		float s[NQ * NK], s1[NQ * NK], o[NQ * 64], o1[NQ * 64];
+		float o2[NQ * 64];
+
+		/* values exactly representable in f16 */
+		for (int i = 0; i < NK * hd; i++) {
+			k16[i] = quant_f32_to_f16(k[i]);
+			k[i] = quant_f16_to_f32(k16[i]);
+			v16[i] = quant_f32_to_f16(v[i]);
+			v[i] = quant_f16_to_f32(v16[i]);
+		}
+		vec_att_scores(q, NQ, k, hd * sizeof(float), 0, NK, hd, s, NK);
+		for (int i = 0; i < NQ; i++)
+			for (int j = 0; j < NK; j++) {
+				double ref = 0;
+
+				for (int d = 0; d < hd; d++)
+					ref += (double)q[i * hd + d] * k[j * hd + d];
+				if (fabs(s[i * NK + j] - ref) > 1e-4 * (1 + fabs(ref)))
+					ok_ref = 0;
+			}
+		/* one head at a time, keys in two calls, f16 rows */
+		for (int i = 0; i < NQ; i++) {
+			vec_att_scores(q + i * hd, 1, k16, hd * 2, 1, 20, hd,
+			    s1 + i * NK, NK);
+			vec_att_scores(q + i * hd, 1, k + 20 * hd, hd *
+			    sizeof(float), 0, NK - 20, hd, s1 + i * NK + 20, NK);
+		}
+		if (memcmp(s, s1, sizeof s) != 0)
+			ok_split = 0;
+		memset(o, 0, sizeof o);
+		vec_att_pv(s, NQ, NK, v, hd * sizeof(float), 0, NK, hd, o);
+		for (int i = 0; i < NQ; i++)
+			for (int d = 0; d < hd; d++) {
+				double ref = 0;
+
+				for (int j = 0; j < NK; j++)
+					ref += (double)s[i * NK + j] * v[j * hd + d];
+				if (fabs(o[i * hd + d] - ref) > 1e-4 * (1 + fabs(ref)))
+					ok_ref = 0;
+			}
+		memset(o1, 0, sizeof o1);
+		memset(o2, 0, sizeof o2);
+		for (int i = 0; i < NQ; i++) {
+			vec_att_pv(s + i * NK, 1, NK, v16, hd * 2, 1, 9, hd,
+			    o1 + i * hd);
+			vec_att_pv(s + i * NK + 9, 1, NK, v + 9 * hd, hd *
+			    sizeof(float), 0, NK - 9, hd, o1 + i * hd);
+		}
+		vec_att_pv(s, NQ, NK, v16, hd * 2, 1, NK, hd, o2);
+		if (memcmp(o, o1, NQ * hd * sizeof *o) != 0)
+			ok_split = 0;
+		if (memcmp(o, o2, NQ * hd * sizeof *o) != 0)
+			ok_f16 = 0;
+		free(q);
+		free(k);
+		free(v);
+		free(k16);
+		free(v16);
+	}
+	{
+		float e[29], e2[29], sum, sum2 = 0;
+		double dsum = 0;
+
+		for (int i = 0; i < 29; i++)
+			e[i] = e2[i] = -0.7f * (float)i;
+		e[28] = e2[28] = -95.0f;	/* underflows to 0 */
+		sum = vec_exp_sum(e, 29, 0.5f);
+		for (int i = 0; i < 29; i++) {
+			dsum += e[i];
+			if (fabs(e[i] - exp((double)e2[i] - 0.5)) > 3e-7 *
+			    exp((double)e2[i] - 0.5) + 1e-38)
+				ok_exp = 0;
+		}
+		sum2 = vec_exp_sum(e2, 29, 0.5f);
+		if (fabs(sum - dsum) > 1e-6 * dsum || sum != sum2)
+			ok_exp = 0;
+	}
+	tap_ok(ok_ref, "%s: attention scores and weighted sums match plain "
+	    "loops", in);
+	tap_ok(ok_split, "%s: attention results bit-identical however heads "
+	    "and keys are split into calls", in);
+	tap_ok(ok_f16, "%s: f16 rows read in place give the bits of the same "
+	    "values in f32", in);
+	tap_ok(ok_exp, "%s: exp and its sum within 3e-7, 0 below the float "
+	    "range", in);
+}
+
+/*
  * Batch invariance (quant-internal.h, DESIGN 6): with int8 activations an
  * output must be bit-identical whatever else is in the product: alone
  * (n = 1, one row), in every tile shape the kernels take, in products of
@@ -1300,6 +1407,7 @@ main(void)
 		test_kernels(isa);
 		test_dotq(isa);
 		test_mmq_invariance(isa);
+		test_attention(isa);
 		test_matmul(isa);
 	}
 	quant_set_isa(QUANT_ISA_AVX512);
