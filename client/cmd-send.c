@@ -191,8 +191,10 @@ status_print(const msgpack_object *r)
 {
 	const msgpack_object	*model = obj_get(r, "model");
 	const msgpack_object	*o;
+	const char		*p;
 	char			 s[256], s2[64], s3[64], b1[32], b2[32], b3[32];
 	int64_t			 up = obj_int(r, "uptime", 0);
+	size_t			 len;
 
 	status_line("server", "%s, up %" PRId64 "h%02" PRId64 "m%02" PRId64
 	    "s", obj_str(r, "server", s, sizeof s), up / 3600, up / 60 % 60,
@@ -204,6 +206,14 @@ status_print(const msgpack_object *r)
 	    (double)obj_int(model, "params", 0) / 1e9,
 	    obj_bool(model, "demo", false) ? " [demo model, random weights]" :
 	    "");
+	/* Present once the model file was damaged under the daemon, which
+	 * then refuses every turn: the line a person most needs.  It names a
+	 * file, so control characters are shown escaped. */
+	if (proto_arg_str(r, "model_error", &p, &len) == PROTO_ARG_OK) {
+		printf("%s%-10s%s", c_bold(), "error", c_off());
+		put_escaped(stdout, p, len);
+		fputc('\n', stdout);
+	}
 	status_line("context", "window %" PRId64 ", template %s",
 	    obj_int(model, "window", 0),
 	    obj_str(model, "template", s, sizeof s));

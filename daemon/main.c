@@ -2,15 +2,16 @@
  * main.c: mistrald's start-up, signals and shutdown.
  *
  * Start: pick OpenBLAS's kernels (re-exec once, see main_blas), read the
- * settings, check the socket path, detach unless --foreground, load the
- * model (or write the demo one), open the session store, start the engine
- * worker, listen, and tell systemd READY=1.
+ * settings, check the socket path, detach unless --foreground or socket-
+ * activated, load the model (or write the demo one), open the session
+ * store, start the engine worker, listen, and tell systemd READY=1.
  *
- * SIGTERM/SIGINT: stop accepting, cancel running turns (each still gets
- * its response and is saved), wait for the persistence thread to commit
- * everything queued, stop the worker, close the connections and exit 0,
- * all within shutdown-timeout seconds (after which the process exits 1;
- * SQLite's journal keeps the database consistent even then).
+ * SIGTERM/SIGINT: stop accepting, cancel running turns (each is still
+ * saved, then gets its response: turn.c DESIGN 4), wait for the
+ * persistence thread to commit everything queued, stop the worker, close
+ * the connections and exit 0, all within shutdown-timeout seconds (after
+ * which the process exits 1; SQLite's journal keeps the database
+ * consistent even then).
  * SIGHUP: re-read the settings that can change live and reopen the log.
  */
 #include <sys/stat.h>
@@ -255,7 +256,11 @@ main(int argc, char **argv)
 	activated = getenv("LISTEN_FDS") != NULL;
 	if (!activated && server_check_path(cfg.socket, &cause) != 0)
 		fatalx("%s", cause);
-	if (!cfg.foreground) {
+	/* Socket-activated, the process systemd started must be the one that
+	 * serves: a detached child would not match LISTEN_PID, and the
+	 * service manager would lose track of it.  It logs to standard error
+	 * (the journal) then, as with --foreground. */
+	if (!cfg.foreground && !activated) {
 		if (mkdir(cfg.state_dir, 0700) != 0 && errno != EEXIST)
 			fatal("mkdir %s", cfg.state_dir);
 		xasprintf(&main_log_path, "%s/mistrald.log", cfg.state_dir);

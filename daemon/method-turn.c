@@ -5,7 +5,8 @@
  * to tokens (chat.h for chat, the tokenizer for generate), and build a
  * turn (turn.c).  If the session's cache is not in memory it is read back
  * first (residency.c); the turn then goes to the engine and is answered
- * when it ends.
+ * when it ends and is stored (turn.c DESIGN 4).  cancel stops a turn
+ * still running; one that is only waiting for its save has finished.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -395,7 +396,7 @@ method_cancel(struct request *req)
 		    "cancel needs 'request' or 'session'");
 		return 0;
 	}
-	if (found == NULL) {
+	if (found == NULL || found->save_seq != 0) {
 		reply_error(req->c, req->msgid, PROTO_E_NO_SUCH_REQUEST,
 		    "nothing to cancel");
 		return 0;

@@ -378,6 +378,8 @@ struct session {
 	int			 need_full;
 	int64_t			 disk_bytes;
 	int			 persist_pending;
+	int			 persist_retrying; /* of those, failed once
+						   and kept for a retry */
 	char			*persist_error;	/* last failure, or NULL */
 
 	enum session_state	 state;
@@ -423,7 +425,8 @@ int	 residency_load_cache(struct session *, residency_cb *, void *);
 int	 residency_reserve(size_t, const struct session *);
 void	 residency_evict_idle(void);
 void	 residency_drop(struct session *);
-void	 residency_save_turn(struct session *, struct engine_job *);
+uint64_t residency_save_turn(struct session *, struct engine_job *,
+	     char **);
 void	 residency_save_meta(struct session *);
 void	 residency_delete(struct session *);
 int	 residency_fork(struct session *, struct session *, char **);
@@ -453,6 +456,10 @@ struct turn {
 	int			 started;	/* submitted to the engine */
 	size_t			 kv_charge;	/* one-off cache bytes */
 	int			 import;	/* session.import prefill */
+	uint64_t		 save_seq;	/* != 0: finished, its result
+						   waits for this save */
+	uint64_t		 done_ns;	/* uv_hrtime() at the end */
+	char			*persist_error;	/* for the result */
 	TAILQ_ENTRY(turn)	 centry;	/* client's list */
 	TAILQ_ENTRY(turn)	 entry;		/* all turns */
 };
@@ -471,6 +478,7 @@ void	 turn_client_gone(struct client *);
 void	 turn_pause(struct client *, int);
 void	 turn_engine_cb(void *, struct engine_event *);
 void	 turn_cancel_all(void);
+void	 turn_stored(struct turn *, const char *);
 
 /* ---- main.c: process-wide state -------------------------------------- */
 

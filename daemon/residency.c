@@ -13,7 +13,8 @@
  * At the end of every turn the session row, the turn's messages, the
  * sampler state and the cache delta that the engine serialised are handed
  * to the persistence thread as one store_turn (one transaction).  The loop
- * never waits for it; failures come back through residency_saved_cb.
+ * never blocks on it: the outcome comes back through residency_saved_cb,
+ * which is also when the turn's result is sent (turn.c DESIGN 4).
  *
  * DESIGN
  * 1. chain_pos is the position of the stored snapshot chain once every
@@ -33,6 +34,27 @@
  *    gets NO_MEMORY.
  * 4. Callbacks from the persistence thread name sessions by id, never by
  *    pointer, since a session may be deleted while its save is queued.
+ *    A turn waiting for its save is found through its session (s->turn)
+ *    and the save's number (save_seq, from residency_seq, increasing),
+ *    never through the callback's context: a turn and its connection
+ *    may be gone by the time the save is reported.
+ * 5. A turn's result waits for the first attempt of its save, never for
+ *    a retry.  So residency_saved_cb answers the waiting turn of the
+ *    session when its own save is reported (committed: no
+ *    persist_error; failed, final or kept for a retry: the cause), and
+ *    also when an earlier save of the session first fails and is kept
+ *    for a retry, since the persistence thread holds every later job of
+ *    the session behind it (persist.c invariant 1).  For the same reason
+ *    residency_save_turn does not wait when a save of the session is
+ *    already being retried (persist_retrying).  A fork is queued without
+ *    a session (it writes two), so it waits for every earlier job and
+ *    every later job waits for it: while a fork is queued
+ *    (residency_barriers) and any save is being retried
+ *    (residency_retrying), a new save may be held for as long as the
+ *    retries last, so it does not wait either, and while a fork is
+ *    queued a save's first failure answers every turn waiting on a later
+ *    save.  This errs towards answering early, with a persist_error that
+ *    says the turn is not stored yet.
  */
 #include <sys/stat.h>
 
@@ -47,9 +69,15 @@ struct persist		*persist;
 struct store		*store;
 uint64_t		 kv_resident_bytes;
 
+static uint64_t		 residency_seq;		/* the last save's number */
+static int		 residency_retrying;	/* saves kept for a retry */
+static int		 residency_barriers;	/* forks queued (DESIGN 5) */
+
 struct residency_save_ctx {
 	char		 id[STORE_ID_SIZE];
 	int64_t		 first_seq;
+	uint64_t	 seq;		/* DESIGN 4 */
+	int		 retrying;	/* counted in residency_retrying */
 };
 
 struct residency_load_ctx {
@@ -403,26 +431,89 @@ residency_load_cache(struct session *s, residency_cb *cb, void *arg)
 	return rc;
 }
 
+/*
+ * Answer the turns a save report lets go (DESIGN 5): the session's
+ * waiting turn if the report is about its own save, or about an earlier
+ * save that first failed and is kept (first_failure); on such a failure
+ * while a fork is queued, every turn waiting on a later save.
+ */
+static void
+residency_release(const char *id, uint64_t seq, int final, int first_failure,
+    const char *cause)
+{
+	struct session *s = residency_find_id(id);
+	struct turn *t, *tmp;
+	char *why = NULL;
+
+	if (s != NULL && (t = s->turn) != NULL && t->save_seq != 0 &&
+	    seq <= t->save_seq) {
+		if (t->save_seq == seq && final) {
+			if (cause != NULL)
+				xasprintf(&why, "not stored: %s", cause);
+			turn_stored(t, why);
+		} else if (t->save_seq == seq && first_failure) {
+			xasprintf(&why, "not stored yet: %s; the save is kept "
+			    "and retried", cause);
+			turn_stored(t, why);
+		} else if (first_failure) {
+			xasprintf(&why, "not stored yet: queued behind an "
+			    "earlier save of this session that failed (%s) "
+			    "and is being retried", cause);
+			turn_stored(t, why);
+		}
+		free(why);
+		why = NULL;
+	}
+	if (!first_failure || residency_barriers == 0)
+		return;
+	TAILQ_FOREACH_SAFE(t, &turns, entry, tmp) {
+		if (t->save_seq <= seq)
+			continue;
+		if (why == NULL)
+			xasprintf(&why, "not stored yet: queued behind a save "
+			    "that failed (%s) and is being retried", cause);
+		turn_stored(t, why);
+	}
+	free(why);
+}
+
 static void
 residency_saved_cb(const struct persist_result *r, void *arg)
 {
 	struct residency_save_ctx *sc = arg;
 	struct session *s = residency_find_id(sc->id);
+	char *cause = NULL, id[STORE_ID_SIZE];
+	uint64_t seq = sc->seq;
+	int64_t first_seq = sc->first_seq;
+	int first_failure = 0;
 
-	if (s == NULL) {
-		if (!r->retrying)
-			free(sc);
-		return;
+	if (r->retrying && !sc->retrying) {
+		sc->retrying = 1;
+		first_failure = 1;
+		residency_retrying++;
+		if (s != NULL)
+			s->persist_retrying++;
+	} else if (!r->retrying && sc->retrying) {
+		residency_retrying--;
+		if (s != NULL)
+			s->persist_retrying--;
 	}
+	if (r->rc != 0)
+		xasprintf(&cause, "%s", r->cause != NULL ? r->cause :
+		    strerror(-r->rc));
+	memcpy(id, sc->id, sizeof id);
+	if (!r->retrying)
+		free(sc);
+	if (s == NULL)
+		goto release;
 	if (r->rc != 0) {
 		free(s->persist_error);
-		xasprintf(&s->persist_error, "%s", r->cause != NULL ? r->cause :
-		    strerror(-r->rc));
+		s->persist_error = xstrdup(cause);
 		log_warnx("session %s: saving failed%s: %s", s->id,
-		    r->retrying ? " (will retry)" : "", s->persist_error);
+		    r->retrying ? " (will retry)" : "", cause);
 	}
 	if (r->retrying)
-		return;
+		goto release;
 	s->persist_pending--;
 	if (r->rc == 0) {
 		if (s->persist_error != NULL)
@@ -441,10 +532,12 @@ residency_saved_cb(const struct persist_result *r, void *arg)
 	} else {
 		s->need_full = 1;
 		s->chain_pos = -1;
-		if (sc->first_seq >= 0 && (size_t)sc->first_seq < s->n_msgs_stored)
-			s->n_msgs_stored = (size_t)sc->first_seq;
+		if (first_seq >= 0 && (size_t)first_seq < s->n_msgs_stored)
+			s->n_msgs_stored = (size_t)first_seq;
 	}
-	free(sc);
+release:
+	residency_release(id, seq, !r->retrying, first_failure, cause);
+	free(cause);
 	daemon_shutdown_check();
 }
 
@@ -466,7 +559,9 @@ residency_row(const struct session *s, struct store_session *row)
 	row->kv_pos = -1;
 }
 
-static void
+/* Queue st (taken).  Returns the save's number (DESIGN 4), or 0 when it
+ * could not be queued. */
+static uint64_t
 residency_submit(struct session *s, struct store_turn *st, int64_t first_seq)
 {
 	struct residency_save_ctx *sc;
@@ -475,6 +570,7 @@ residency_submit(struct session *s, struct store_turn *st, int64_t first_seq)
 	sc = xcalloc(1, sizeof *sc);
 	memcpy(sc->id, s->id, sizeof sc->id);
 	sc->first_seq = first_seq;
+	sc->seq = ++residency_seq;
 	if ((rc = persist_submit_save(persist, st, residency_saved_cb, sc)) !=
 	    0) {
 		log_warnx("session %s: cannot queue its save: %s", s->id,
@@ -482,9 +578,10 @@ residency_submit(struct session *s, struct store_turn *st, int64_t first_seq)
 		store_turn_free(st);
 		free(sc);
 		s->need_full = 1;
-		return;
+		return 0;
 	}
 	s->persist_pending++;
+	return sc->seq;
 }
 
 /* Build the turn's messages from n_msgs_stored on. */
@@ -521,16 +618,21 @@ residency_messages(struct session *s, struct store_turn *st)
 /*
  * Hand a finished turn to the persistence thread: row, the messages not
  * yet stored, sampler state and the cache delta the engine serialised
- * (taken from the job).
+ * (taken from the job).  Returns the number of the save its result must
+ * wait for (DESIGN 5), or 0 when it must not wait: *error (malloc'd) then
+ * says why the turn is not stored, or is NULL when the session is not
+ * stored at all (deleted, or no persistence).
  */
-void
-residency_save_turn(struct session *s, struct engine_job *job)
+uint64_t
+residency_save_turn(struct session *s, struct engine_job *job, char **error)
 {
 	struct store_turn *st;
 	int64_t first_seq = (int64_t)s->n_msgs_stored;
+	uint64_t seq;
 
+	*error = NULL;
 	if (s->deleted || persist == NULL)
-		return;
+		return 0;
 	if ((st = store_turn_new(s->id)) == NULL)
 		fatalx("residency_save_turn: out of memory");
 	st->session = xcalloc(1, sizeof *st->session);
@@ -554,7 +656,22 @@ residency_save_turn(struct session *s, struct engine_job *job)
 		    strerror(-job->snap_err));
 		s->need_full = 1;
 	}
-	residency_submit(s, st, first_seq);
+	if ((seq = residency_submit(s, st, first_seq)) == 0) {
+		xasprintf(error, "not stored: the save could not be queued");
+		return 0;
+	}
+	if (s->persist_retrying > 0) {
+		xasprintf(error, "not stored yet: queued behind an earlier save "
+		    "of this session that failed (%s) and is being retried",
+		    s->persist_error != NULL ? s->persist_error : "see the log");
+		return 0;
+	}
+	if (residency_barriers > 0 && residency_retrying > 0) {
+		xasprintf(error, "not stored yet: queued behind a save that "
+		    "failed and is being retried");
+		return 0;
+	}
+	return seq;
 }
 
 /* Store s's row (after create, set, rename) and any unsaved messages. */
@@ -608,6 +725,19 @@ residency_delete(struct session *s)
 		log_warnx("session %s: cannot queue its deletion", s->id);
 		free(id);
 	}
+}
+
+/* A fork is over: it no longer holds back every later job (DESIGN 5). */
+static void
+residency_fork_done_cb(const struct persist_result *r, void *arg)
+{
+	if (r->retrying)
+		return;
+	residency_barriers--;
+	if (r->rc != 0)
+		log_warnx("forking a session: %s", r->cause != NULL ?
+		    r->cause : strerror(-r->rc));
+	daemon_shutdown_check();
 }
 
 struct residency_fork_args {
@@ -706,11 +836,12 @@ residency_fork(struct session *src, struct session *dst, char **cause)
 	fa->owner = dst->owner;
 	fa->name = dst->name != NULL ? xstrdup(dst->name) : NULL;
 	if (persist_submit_call(persist, NULL, residency_fork_fn, fa,
-	    residency_call_done_cb, xstrdup("forking a session")) != 0) {
+	    residency_fork_done_cb, NULL) != 0) {
 		free(fa->name);
 		free(fa);
 		dst->need_full = 1;
-	}
+	} else
+		residency_barriers++;
 	/* Messages the source had not stored yet go with dst's own save. */
 	residency_save_meta(dst);
 	return 0;

@@ -6,12 +6,13 @@
  * then becomes an engine job.  The engine's events come back here: each
  * token is streamed to the client as a "token" notification, and at the
  * end the turn's messages join the session's transcript, the session is
- * handed to the persistence thread, and the client gets the turn-map.
+ * handed to the persistence thread, and once that transaction has
+ * committed the client gets the turn-map.
  *
  * DESIGN
  * 1. The session is SESSION_BUSY (or LOADING) from turn_new's caller
- *    until turn_done; no other turn may start on it, and its cache and
- *    sampler belong to the engine while the job runs.
+ *    until turn_reply; no other turn may start on it, and its cache and
+ *    sampler belong to the engine while the job runs (until turn_done).
  * 2. A turn outlives its client: when the client goes (turn_client_gone)
  *    the turn forgets it, is cancelled, and still completes, so the
  *    session stays consistent (everything sampled is kept: engine.c
@@ -20,6 +21,27 @@
  *    still adds its input and whatever was generated to the transcript,
  *    exactly the tokens the history (and cache) hold.  Only a turn that
  *    never reached the engine leaves no trace.
+ * 4. The result of a turn is durable: a session's turn is answered only
+ *    after the transaction holding it has committed, so a client told
+ *    "done" finds the turn after any crash.  Between the two the turn
+ *    waits (save_seq != 0: finished, nothing left for the engine) and
+ *    its session stays BUSY, so the session is IDLE exactly when the
+ *    result goes out: a client may send its next turn on receiving it,
+ *    and nobody else's turn slips in between.  The wait ends at the
+ *    save's first attempt (residency_saved_cb -> turn_stored): committed,
+ *    or failed with persist_error set, whether the failure is final or
+ *    the save is kept for a retry (a full disk must not hold the answer
+ *    for minutes); a turn whose save is queued behind one being retried
+ *    is answered at once (residency.c DESIGN 5).  A client that leaves
+ *    during the wait just gets nothing; shutdown waits for these turns
+ *    like running ones (daemon_shutdown_check), and each ends at its
+ *    first attempt, which the persistence thread makes before
+ *    persist_destroy.  One-off generates, sessions without persistence
+ *    and sessions deleted while the turn ran are answered at once.
+ *
+ *    engine DONE -> turn_done --save queued--> waiting --turn_stored--+
+ *                       |                                             |
+ *                       +--nothing to wait for--> turn_reply <--------+
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -88,6 +110,7 @@ turn_free(struct turn *t)
 	free(t->input);
 	free(t->input_text);
 	free(t->reply);
+	free(t->persist_error);
 	free(t);
 	daemon_shutdown_check();
 }
@@ -162,10 +185,13 @@ turn_start(struct turn *t)
 	engine_submit(engine, job);
 }
 
-/* Cancel a turn (the cancel method, a client gone, shutdown). */
+/* Cancel a turn (the cancel method, a client gone, shutdown).  A turn
+ * waiting for its save has nothing left to stop. */
 void
 turn_cancel(struct turn *t)
 {
+	if (t->save_seq != 0)
+		return;
 	atomic_store(&t->job.cancel, 1);
 	if (t->started)
 		engine_wake(engine);
@@ -218,56 +244,29 @@ turn_reply_append(struct turn *t, const char *s, size_t len)
 	t->reply[t->reply_len] = '\0';
 }
 
-/* The job is back: record, persist, answer, free. */
+/*
+ * Answer a finished turn and free it: its session becomes idle (DESIGN
+ * 1, 4).  Sends nothing if the client left.
+ */
 static void
-turn_done(struct turn *t)
+turn_reply(struct turn *t)
 {
 	struct engine_job *job = &t->job;
 	struct session *s = t->s;
 	struct reply r;
-	const char *persist_error = NULL;
 	int64_t evicted;
 	int exact = 1, n;
 
-	if (s != NULL && job->state == ENGINE_JOB_NEW) {
-		/* The engine refused it before feeding anything (the model
-		 * file is damaged): like a turn that never started, it
-		 * leaves no trace (DESIGN 3). */
+	if (s != NULL) {
+		if (job->state != ENGINE_JOB_NEW)
+			exact = s->exact;
 		s->state = SESSION_IDLE;
 		s->turn = NULL;
-	} else if (s != NULL) {
-		if (t->n_input > 0 || t->method == PROTO_M_CHAT) {
-			if (session_push_msg(s, t->in_role, t->input_text != NULL ?
-			    t->input_text : "", t->input_text != NULL ?
-			    strlen(t->input_text) : 0, t->input,
-			    t->n_input) != 0)
-				goto nomem;
-		}
-		if (!t->import && (job->n_out > 0 ||
-		    t->method == PROTO_M_CHAT)) {
-			if (session_push_msg(s, t->out_role, t->reply != NULL ?
-			    t->reply : "", t->reply_len, job->out_ids,
-			    job->n_out) != 0)
-				goto nomem;
-		}
-		s->updated = (int64_t)now_ms();
-		s->state = SESSION_IDLE;
-		s->turn = NULL;
-		session_touch(s);
-		exact = s->exact;
-		if (job->rebuilt && job->restore_error != 0)
-			log_info("session %s: stored cache unusable (%s); "
-			    "rebuilt from the transcript", s->id,
-			    strerror(-job->restore_error));
-		residency_save_turn(s, job);
-		persist_error = s->persist_error;
-		if (job->cache_bad) {
-			/* Its stored snapshot and transcript stay good; the
-			 * cache in memory may not be (engine.c DESIGN 5). */
-			residency_drop(s);
-		}
 	}
-
+	if (t->save_seq != 0)
+		log_debug("session %s: turn answered %.1f ms after it ended "
+		    "(%s)", s->id, (double)(uv_hrtime() - t->done_ns) / 1e6,
+		    t->persist_error != NULL ? t->persist_error : "stored");
 	if (t->c == NULL)
 		goto out;
 	if (job->finish == PROTO_FINISH_ERROR && job->n_out == 0) {
@@ -287,7 +286,8 @@ turn_done(struct turn *t)
 	}
 	evicted = job->evicted_after - job->evicted_before;
 	reply_begin(&r, t->msgid);
-	n = 6 + (job->finish == PROTO_FINISH_ERROR) + (persist_error != NULL);
+	n = 6 + (job->finish == PROTO_FINISH_ERROR) +
+	    (t->persist_error != NULL);
 	msgpack_pack_map(&r.pk, (size_t)n);
 	proto_pack_kv_str(&r.pk, "finish", proto_finish_name(job->finish));
 	proto_pack_cstr(&r.pk, "text");
@@ -310,10 +310,79 @@ turn_done(struct turn *t)
 			proto_pack_error_map(&r.pk, PROTO_E_INTERNAL,
 			    strerror(-job->error));
 	}
-	if (persist_error != NULL)
-		proto_pack_kv_str(&r.pk, "persist_error", persist_error);
+	if (t->persist_error != NULL)
+		proto_pack_kv_str(&r.pk, "persist_error", t->persist_error);
 	reply_send(&r, t->c);
-	goto out;
+out:
+	turn_free(t);
+	if (s != NULL && s->deleted)
+		session_remove(s);
+	residency_evict_idle();
+}
+
+/*
+ * The first attempt at t's save is over (residency_saved_cb): answer.
+ * error is NULL when the turn is stored, else why not (copied).  t may
+ * not be used afterwards, nor its session, which may be gone.
+ */
+void
+turn_stored(struct turn *t, const char *error)
+{
+	if (t->save_seq == 0)
+		return;
+	if (error != NULL) {
+		free(t->persist_error);
+		t->persist_error = xstrdup(error);
+	}
+	turn_reply(t);
+}
+
+/*
+ * The job is back: record the turn in the session, hand it to the
+ * persistence thread, and answer, now or once it is stored (DESIGN 4).
+ */
+static void
+turn_done(struct turn *t)
+{
+	struct engine_job *job = &t->job;
+	struct session *s = t->s;
+
+	/* A job still NEW was refused by the engine before it fed anything
+	 * (the model file is damaged): like a turn that never started, it
+	 * leaves no trace (DESIGN 3). */
+	if (s != NULL && job->state != ENGINE_JOB_NEW) {
+		if (t->n_input > 0 || t->method == PROTO_M_CHAT) {
+			if (session_push_msg(s, t->in_role, t->input_text != NULL ?
+			    t->input_text : "", t->input_text != NULL ?
+			    strlen(t->input_text) : 0, t->input,
+			    t->n_input) != 0)
+				goto nomem;
+		}
+		if (!t->import && (job->n_out > 0 ||
+		    t->method == PROTO_M_CHAT)) {
+			if (session_push_msg(s, t->out_role, t->reply != NULL ?
+			    t->reply : "", t->reply_len, job->out_ids,
+			    job->n_out) != 0)
+				goto nomem;
+		}
+		s->updated = (int64_t)now_ms();
+		session_touch(s);
+		if (job->rebuilt && job->restore_error != 0)
+			log_info("session %s: stored cache unusable (%s); "
+			    "rebuilt from the transcript", s->id,
+			    strerror(-job->restore_error));
+		t->done_ns = uv_hrtime();
+		t->save_seq = residency_save_turn(s, job, &t->persist_error);
+		if (job->cache_bad) {
+			/* Its stored snapshot and transcript stay good; the
+			 * cache in memory may not be (engine.c DESIGN 5). */
+			residency_drop(s);
+		}
+		if (t->save_seq != 0)
+			return;		/* turn_stored answers */
+	}
+	turn_reply(t);
+	return;
 nomem:
 	log_warnx("turn_done: session %s: no memory for the transcript; "
 	    "the cache will be rebuilt", s->id);
@@ -326,9 +395,8 @@ nomem:
 	if (t->c != NULL)
 		reply_error(t->c, t->msgid, PROTO_E_NO_MEMORY,
 		    "no memory to record the turn");
-out:
 	turn_free(t);
-	if (s != NULL && s->deleted)
+	if (s->deleted)
 		session_remove(s);
 	residency_evict_idle();
 }

@@ -7,22 +7,25 @@ at a random moment, in turn:
   gen       while tokens stream (after a random number of them);
   prefill   while a long prompt is being prefilled (after its first
             progress notification, before any of its tokens);
-  snapshot  while a turn's snapshot is being written
-            (MISTRALD_TEST_SNAPSHOT_DELAY_MS widens that window, and the
-            kill comes a random 0-250 ms after a reply).
+  snapshot  while a turn's snapshot is being written: a random 0-250 ms
+            after the last token of a turn, whose reply then waits for
+            the commit (MISTRALD_TEST_SNAPSHOT_DELAY_MS makes the write
+            take at least 300 ms).
 
 After every kill the database passes PRAGMA integrity_check, and after
 every restart each session's transcript is exactly the first k turns of
 the same conversation on a daemon that was never killed (never half a
-turn), with k at least the turns known to be committed before the kill
-and at most the turns sent.  Continuing each session gives the tokens of
-the uninterrupted daemon (greedy), from its stored cache (not rebuilt;
-only the new message is prefilled).
+turn), with k at most the turns sent and at least the turns whose result
+the client got: the daemon answers a turn only once it is committed, so
+every reply received, even one still in the socket when the daemon died,
+is a turn that survives, with the reply text the client received.
+Continuing each session gives the tokens of the uninterrupted daemon
+(greedy), from its stored cache (not rebuilt; only the new message is
+prefilled).
 
-A reply reaches the client before its turn is committed (the save runs
-on the persistence thread afterwards), so a turn answered just before a
-kill may be lost, whole; the snapshot iterations must see that happen at
-least once, which shows they did hit the write window.
+The snapshot iterations must catch at least one turn between its last
+token and its reply (the commit window); such a turn comes back after
+the restart or not at all, never half.
 
 make check runs 2 iterations of each kind; MISTRALD_LONG=1 runs 20 of
 each (60 kills) and prints the figures.
@@ -127,15 +130,18 @@ class Slot:
         self.gen = 0
         self.name = None
         self.k = 0          # turns in the transcript after the restart
-        self.durable = 0    # turns known committed
         self.sent = 0       # turns sent (k plus those in flight)
-        self.acked = 0      # turns answered
+        self.acked = 0      # turns answered: they must all survive
+        self.got = {}       # turn -> the reply text the client received
+        self.waiting = None  # a turn whose generation had ended but
+                             # whose reply had not come at the kill
 
 
 slots = [Slot(i) for i in range(len(SCHEDULE))]
 sub = os.path.join(tmp, "kill")
 os.makedirs(sub)
-figures = {m: {"kills": 0, "lost": 0, "turns": 0} for m in MODES}
+figures = {m: {"kills": 0, "lost": 0, "turns": 0, "waiting": 0,
+               "stored": 0} for m in MODES}
 bad = []        # descriptions of failures, reported once per check
 
 
@@ -148,7 +154,9 @@ def new_session(c, s):
     s.gen += 1
     s.name = "slot%d-%d" % (s.i, s.gen)
     c.call("session.create", {"name": s.name})
-    s.k = s.durable = s.sent = s.acked = 0
+    s.k = s.sent = s.acked = 0
+    s.got = {}
+    s.waiting = None
 
 
 def verify(c, s, mode, killed_in=None):
@@ -161,19 +169,27 @@ def verify(c, s, mode, killed_in=None):
                                                        len(msgs)))
         return False
     k = len(msgs) // 2
+    if killed_in is not None:
+        figures[killed_in]["lost"] += max(0, s.acked - k)
+        if s.waiting is not None:
+            figures[killed_in]["stored"] += k > s.waiting
     for j in range(k):
         text, reply, _ = ref[s.i][j]
         if msgs[2 * j]["text"] != text or msgs[2 * j + 1]["text"] != reply:
             fail("%s: %s turn %d differs from the reference"
                  % (mode, s.name, j))
             return False
-    if not s.durable <= k <= s.sent:
-        fail("%s: %s resumed at turn %d; committed %d, sent %d"
-             % (mode, s.name, k, s.durable, s.sent))
+        if j in s.got and msgs[2 * j + 1]["text"] != s.got[j]:
+            fail("%s: %s turn %d: the stored reply is not the one the "
+                 "client received" % (mode, s.name, j))
+            return False
+    if not s.acked <= k <= s.sent:
+        fail("%s: %s resumed at turn %d, but %d were answered (%d sent): "
+             "a turn was answered before it was committed"
+             % (mode, s.name, k, s.acked, s.sent))
         return False
-    if killed_in is not None:
-        figures[killed_in]["lost"] += max(0, s.acked - k)
     s.k = k
+    s.waiting = None
     if k == TURNS:
         new_session(c, s)
         return True
@@ -197,73 +213,123 @@ def verify(c, s, mode, killed_in=None):
                 want))
         return False
     s.k = s.sent = s.acked = k + 1
+    s.got[k] = r["text"]
     if s.k >= TURNS:
         new_session(c, s)
     return True
 
 
-def drive(c, d, mode):
-    """Run every slot's remaining turns at once until the kill."""
-    inflight = {}
-    cur = {}
+class Drive:
+    """Every slot's remaining turns at once, until the kill."""
 
-    def send(s):
+    def __init__(self, c, mode):
+        self.c = c
+        self.mode = mode
+        self.inflight = {}      # msgid -> (slot, turn)
+        self.cur = {}           # msgid -> {"ids": [...], "progress": n}
+        self.replies = 0
+
+    def send(self, s):
         if s.sent >= TURNS:
             return
         text, n = SCHEDULE[s.i][s.sent]
-        mid = c.send("chat", {"session": s.name, "text": text,
-                              "params": params(n)})
-        inflight[mid] = (s, s.sent)
-        cur[mid] = {"ids": [], "progress": 0}
+        mid = self.c.send("chat", {"session": s.name, "text": text,
+                                   "params": params(n)})
+        self.inflight[mid] = (s, s.sent)
+        self.cur[mid] = {"ids": [], "progress": 0}
         s.sent += 1
 
-    for s in slots:
-        send(s)
-    notes = 0
-    replies = 0
-    goal_notes = rng.randint(1, 120)
-    goal_replies = rng.randint(1, 3)
-    goal_progress = rng.randint(1, 4)
-    long_slot = slots[2]
-    while inflight:
-        m = c.read()
-        if m is None:
-            fail("%s: the daemon closed the connection" % mode)
-            return
-        if m[0] == 2:
-            a = m[2][0]
-            st = cur.get(a.get("request"))
-            if st is None:
-                continue
-            if m[1] == "token":
-                st["ids"] += a["ids"]
-                notes += 1
-                if mode == "gen" and notes >= goal_notes:
-                    return
-            elif m[1] == "progress":
-                st["progress"] += 1
-                s, _ = inflight[a["request"]]
-                if (mode == "prefill" and s is long_slot
-                        and st["progress"] >= goal_progress):
-                    if st["ids"]:
-                        fail("prefill: tokens before the prefill ended")
-                    return
-            continue
-        s, turn = inflight.pop(m[1])
-        st = cur.pop(m[1])
+    def note(self, m):
+        """A notification: returns its request's state, or None."""
+        a = m[2][0]
+        st = self.cur.get(a.get("request"))
+        if st is not None and m[1] == "token":
+            st["ids"] += a["ids"]
+        elif st is not None and m[1] == "progress":
+            st["progress"] += 1
+        return st
+
+    def reply(self, m):
+        """A response: the turn is answered (so committed)."""
+        s, turn = self.inflight.pop(m[1])
+        st = self.cur.pop(m[1])
         if m[2] is not None:
-            fail("%s: %s turn %d failed: %s" % (mode, s.name, turn, m[2]))
-            return
+            fail("%s: %s turn %d failed: %s" % (self.mode, s.name, turn,
+                                                m[2]))
+            return None
         if st["ids"] != ref[s.i][turn][2]:
             fail("%s: %s turn %d differs from the reference while others "
-                 "ran" % (mode, s.name, turn))
+                 "ran" % (self.mode, s.name, turn))
         s.acked = turn + 1
-        figures[mode]["turns"] += 1
-        replies += 1
-        if mode == "snapshot" and replies >= goal_replies:
-            time.sleep(rng.uniform(0, 0.25))
-            return
-        send(s)
+        s.got[turn] = m[3]["text"]
+        figures[self.mode]["turns"] += 1
+        self.replies += 1
+        return s
+
+    def ended(self):
+        """A turn whose tokens have all come but not its reply."""
+        for mid, (s, turn) in self.inflight.items():
+            if len(self.cur[mid]["ids"]) == len(ref[s.i][turn][2]):
+                return True
+        return False
+
+    def run(self):
+        for s in slots:
+            self.send(s)
+        notes = 0
+        goal_notes = rng.randint(1, 120)
+        goal_replies = rng.randint(0, 2)
+        goal_progress = rng.randint(1, 4)
+        long_slot = slots[2]
+        while self.inflight:
+            m = self.c.read()
+            if m is None:
+                fail("%s: the daemon closed the connection" % self.mode)
+                return
+            if m[0] == 2:
+                st = self.note(m)
+                if st is None:
+                    continue
+                if m[1] == "token":
+                    notes += 1
+                    if self.mode == "gen" and notes >= goal_notes:
+                        return
+                    if (self.mode == "snapshot" and self.replies >=
+                            goal_replies and self.ended()):
+                        time.sleep(rng.uniform(0, 0.25))
+                        return
+                elif m[1] == "progress":
+                    s, _ = self.inflight[m[2][0]["request"]]
+                    if (self.mode == "prefill" and s is long_slot
+                            and st["progress"] >= goal_progress):
+                        if st["ids"]:
+                            fail("prefill: tokens before the prefill ended")
+                        return
+                continue
+            s = self.reply(m)
+            if s is None:
+                return
+            self.send(s)
+
+    def drain(self):
+        """After the kill: what the daemon sent before it died is still
+        in the socket.  Replies there were sent, so committed, too."""
+        self.c.sock.settimeout(10)
+        while self.inflight:
+            try:
+                m = self.c.read()
+            except OSError:
+                m = None
+            if m is None:
+                break
+            if m[0] == 2:
+                self.note(m)
+            elif m[1] in self.inflight:
+                self.reply(m)
+        for mid, (s, turn) in self.inflight.items():
+            if len(self.cur[mid]["ids"]) == len(ref[s.i][turn][2]):
+                s.waiting = turn
+                figures[self.mode]["waiting"] += 1
 
 
 iterations = [m for m in MODES for _ in range(PER_MODE)]
@@ -288,17 +354,18 @@ for it, mode in enumerate(iterations):
         if bad:
             break
     prev = mode
-    # Everything so far is committed: the lower bound for the next check.
     if not settle(c):
         fail("%s: saves did not settle" % mode)
         break
-    for s in slots:
-        s.durable = s.k = s.acked = s.sent
-    drive(c, d, mode)
+    drv = Drive(c, mode)
+    drv.run()
     if bad:
         break
     d.stop(signal.SIGKILL)
+    drv.drain()
     c.close()
+    if bad:
+        break
     figures[mode]["kills"] += 1
     res = integrity(d.state)
     if res != "ok":
@@ -319,18 +386,24 @@ if not bad:
         fail("final: stop rc %s" % rc)
 
 kills = sum(f["kills"] for f in figures.values())
-t.ok(not bad and kills == len(iterations),
+answered = sum(f["turns"] for f in figures.values())
+lost = sum(f["lost"] for f in figures.values())
+t.ok(not bad and kills == len(iterations) and lost == 0,
      "%d kill -9 (%s): every restart passed integrity_check, every session "
-     "resumed at a whole committed turn and continued exactly"
-     % (kills, ", ".join("%s %d" % (m, figures[m]["kills"]) for m in MODES)))
+     "resumed at a whole turn, with every one of the %d answered turns, "
+     "and continued exactly"
+     % (kills, ", ".join("%s %d" % (m, figures[m]["kills"]) for m in MODES),
+        answered))
 for m in MODES:
-    t.diag("%s: %d kills, %d turns answered, %d answered turns not yet "
-           "committed at the kill (lost whole)" % (m, figures[m]["kills"],
-                                                   figures[m]["turns"],
-                                                   figures[m]["lost"]))
-t.ok(bad or figures["snapshot"]["lost"] > 0,
-     "the snapshot kills landed inside snapshot writes (%d answered turns "
-     "rolled back whole)" % figures["snapshot"]["lost"])
+    t.diag("%s: %d kills, %d turns answered, %d of them lost; %d turns "
+           "ended but unanswered at the kill, %d of which were stored"
+           % (m, figures[m]["kills"], figures[m]["turns"], figures[m]["lost"],
+              figures[m]["waiting"], figures[m]["stored"]))
+t.ok(bad or figures["snapshot"]["waiting"] > 0,
+     "the snapshot kills landed between a turn's end and its reply, while "
+     "it was being stored (%d turns; %d came back whole after the restart, "
+     "the others not at all)" % (figures["snapshot"]["waiting"],
+                                 figures["snapshot"]["stored"]))
 t.diag("%.1f s for %d iterations" % (time.time() - t0, len(iterations)))
 if bad:
     t.diag(d.logtext()[-3000:])

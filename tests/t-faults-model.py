@@ -7,12 +7,12 @@ The weights are mmap'd, so (daemon/watch.c):
   the replacement once, and loads the new file at the next start;
 - truncated in place during a generation: the SIGBUS is caught, the
   running turn fails with UNAVAILABLE naming the file, the daemon stays
-  up, refuses further turns with the same clear error (status says why),
-  still lists, reads and exports sessions, and stops cleanly; once the
-  file is whole again and the daemon restarted, a session saved before
-  continues with the tokens of a daemon that never saw the damage, and so
-  does the interrupted one, from its last good snapshot plus its
-  transcript;
+  up, refuses further turns with the same clear error (status says why,
+  and so does `mistral status`), still lists, reads and exports
+  sessions, and stops cleanly; once the file is whole again and the
+  daemon restarted, a session saved before continues with the tokens of
+  a daemon that never saw the damage, and so does the interrupted one,
+  from its last good snapshot plus its transcript;
 - truncated, or rewritten in place, while idle: the poll notices before
   anything faults, with the same effect.
 """
@@ -30,6 +30,7 @@ except ImportError:
 import importlib.util
 import shutil
 import signal
+import subprocess
 import time
 
 spec = importlib.util.spec_from_file_location(
@@ -77,6 +78,16 @@ def refused(c, what):
         return e
 
 
+def cli_errors(d):
+    """The "error" lines of `mistral status` (the human output)."""
+    r = subprocess.run([os.path.join(rpc.builddir(), "client", "mistral"),
+                        "-s", d.sock, "status"], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0 or not r.stdout.startswith("server"):
+        return None
+    return [x for x in r.stdout.splitlines() if x.startswith("error")]
+
+
 def wait_log(d, text, secs=5):
     end = time.time() + secs
     while time.time() < end:
@@ -117,9 +128,9 @@ logged = wait_log(d, "was replaced or removed on disk")
 r, ids2 = chat(c, "x", "Go on")
 st = c.call("status")
 t.ok(ids1 == want[0] and ids2 == want[1] and "model_error" not in st
-     and st["model"]["fingerprint"] == fp,
+     and st["model"]["fingerprint"] == fp and cli_errors(d) == [],
      "replaced by rename: the daemon keeps serving the model it loaded, "
-     "with the same tokens")
+     "with the same tokens (and mistral status shows no error)")
 t.ok(logged, "and logs the replacement once")
 c.close()
 rc, _ = d.stop()
@@ -173,6 +184,10 @@ t.ok(e is not None and e.code == UNAVAILABLE and model in e.message,
      "further turns are refused with a clear error (%s)" % e)
 st = c.call("status") if alive else {}
 t.ok(model in st.get("model_error", ""), "status says why")
+lines = cli_errors(d) if alive else None
+t.ok(lines is not None and len(lines) == 1 and model in lines[0]
+     and "truncated" in lines[0],
+     "and mistral status prints it (%s)" % lines)
 n_victim = None
 try:
     lst = c.call("session.list")["sessions"]
