@@ -1207,7 +1207,7 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 	    1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
 	__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC], d[QUANT_MMQ_NR];
 	int8_t qb[QUANT_MMQ_NR][QK_K] __attribute__((aligned(32)));
-	__m256i sc[QUANT_MMQ_NR][8];
+	__m256i qa[QUANT_MMQ_NR][8], sc[QUANT_MMQ_NR][8];
 	float unused[16];
 
 	QUANT_UNROLL
@@ -1232,10 +1232,13 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 
 			quant_avx2_q6_K_unpack(b, qb[r], unused);
 			QUANT_UNROLL
-			for (int m = 0; m < 8; m++)
+			for (int m = 0; m < 8; m++) {
 				sc[r][m] = _mm256_shuffle_epi8(
 				    _mm256_permutevar8x32_epi32(sc16,
 				    _mm256_set1_epi32(m)), pick);
+				qa[r][m] = _mm256_abs_epi8(_mm256_load_si256(
+				    (const __m256i *)(qb[r] + 32 * m)));
+			}
 			d[r] = quant_avx2_half8(&b->d);
 		}
 		QUANT_UNROLL
@@ -1256,8 +1259,7 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 
 					is = _mm256_add_epi32(is,
 					    _mm256_madd_epi16(
-					    _mm256_maddubs_epi16(
-					    _mm256_abs_epi8(wv),
+					    _mm256_maddubs_epi16(qa[r][m],
 					    _mm256_sign_epi8(xv, wv)), sc[r][m]));
 				}
 				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d[r],
