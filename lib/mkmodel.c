@@ -783,7 +783,7 @@ mkmodel_write(const struct mkmodel_params *p, const char *path, char *err,
 	struct mkmodel_ctx	 ctx = { 0 };
 	struct gguf_writer	*w = NULL;
 	enum ggml_type		 to = mkmodel_output_type(p);
-	uint32_t		 n_vocab, l, maxcols;
+	uint32_t		 n_vocab = 0, l, maxcols;
 	int			 rc, quantized;
 
 	if (err != NULL && errlen > 0)
