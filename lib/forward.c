@@ -54,9 +54,6 @@ struct fwd_qblock {
 
 struct fwd_thread {
 	float		*scores;	/* (heads per kv head, keys) */
-	float		*kb;		/* (keys, head_dim) gathered keys */
-	float		*vb;		/* (keys, head_dim) gathered values */
-	int64_t		*kpos;		/* (keys) their positions */
 	size_t		 keys_cap;
 	void		*mm;		/* quant_matmul scratch */
 	size_t		 mm_cap;
@@ -339,96 +336,25 @@ struct fwd_att_job {
 };
 
 /*
- * Gather, dequantized, the keys and values of kv head h that any query of
- * block b may attend to, in ascending position order: the stored globals,
- * the ring from the first query's window start, and the run's own rows.
- * Positions below gend (globals) form a prefix of th->kpos.  Returns the
- * number of keys.
- */
-static int64_t
-fwd_att_gather(struct fwd *f, const struct fwd_qblock *b, uint32_t layer,
-    uint32_t h, struct fwd_thread *th, int64_t *n_global)
-{
-	const struct fwd_seqrun *r = &f->runs[b->run];
-	const struct kvcache *kv = r->kv;
-	uint32_t hd = f->m->hp.head_dim;
-	enum ggml_type gt = kv_type_ggml(kv->p.type);
-	size_t hoff = quant_row_size(gt, (int64_t)h * hd);
-	int64_t gend = kv->base + kv->p.n_global;
-	int64_t t0 = f->tpos[b->i0], tl = f->tpos[b->i0 + b->n - 1];
-	int64_t wlo = t0 - (int64_t)kv->p.window + 1, j, lo, nk = 0, ng = 0;
-
-	/* stored globals, then the ring, from the cache */
-	for (j = kv->base; j < gend && j < r->p0; j++, nk++, ng++) {
-		size_t slot = kvcache_slot_of(kv, j);
-
-		quant_dequantize_row(gt, kvcache_k_row(kv, layer, slot) + hoff,
-		    th->kb + nk * hd, hd);
-		quant_dequantize_row(gt, kvcache_v_row(kv, layer, slot) + hoff,
-		    th->vb + nk * hd, hd);
-		th->kpos[nk] = j;
-	}
-	lo = wlo > gend ? wlo : gend;
-	for (j = lo; j < r->p0; j++, nk++) {
-		size_t slot = kvcache_slot_of(kv, j);
-
-		quant_dequantize_row(gt, kvcache_k_row(kv, layer, slot) + hoff,
-		    th->kb + nk * hd, hd);
-		quant_dequantize_row(gt, kvcache_v_row(kv, layer, slot) + hoff,
-		    th->vb + nk * hd, hd);
-		th->kpos[nk] = j;
-	}
-	/* the run's own (rounded) rows up to the block's last query */
-	for (j = r->p0; j <= tl; j++) {
-		const float *k, *v;
-
-		if (j < wlo && j >= gend)
-			continue;
-		k = f->k + (size_t)(r->t0 + (j - r->p0)) * kv->kv_dim +
-		    (size_t)h * hd;
-		v = f->v + (size_t)(r->t0 + (j - r->p0)) * kv->kv_dim +
-		    (size_t)h * hd;
-		memcpy(th->kb + nk * hd, k, hd * sizeof(float));
-		memcpy(th->vb + nk * hd, v, hd * sizeof(float));
-		th->kpos[nk] = j;
-		if (j < gend)
-			ng++;
-		nk++;
-	}
-	*n_global = ng;
-	return nk;
-}
-
-/* The first index in [lo, hi) whose position is above pos (kpos is
- * ascending there). */
-static int64_t
-fwd_att_upper(const int64_t *kpos, int64_t lo, int64_t hi, int64_t pos)
-{
-	while (lo < hi) {
-		int64_t mid = lo + (hi - lo) / 2;
-
-		if (kpos[mid] <= pos)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/*
  * Where a query's keys and values are: up to FWD_SEG_MAX stretches of
- * rows in ascending position order, each in the cache (f16 or f32, read
- * in place), in the run's own rounded rows (f32), or in the block's
- * gathered rows (f32, for cache types the kernels do not read).
+ * rows in ascending position order, each in the cache (read in place, in
+ * its element type) or in the run's own rounded rows (f32).
  */
 #define FWD_SEG_MAX 6
 
 struct fwd_seg {
 	const uint8_t	*k, *v;
 	size_t		 stride;	/* bytes from one row to the next */
-	int		 f16;
+	int		 kt;		/* QUANT_KV_* */
 	int64_t		 n;
 };
+
+static int
+fwd_seg_type(enum kv_type t)
+{
+	return t == KV_TYPE_F16 ? QUANT_KV_F16 : t == KV_TYPE_Q8_0 ?
+	    QUANT_KV_Q8_0 : QUANT_KV_F32;
+}
 
 /* Append positions [a, b) of run r, kv head h, as stretches of rows that
  * are contiguous in the cache or in the run's own rows. */
@@ -448,7 +374,7 @@ fwd_seg_range(const struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
 
 			seg[ns++] = (struct fwd_seg){ (const uint8_t *)(f->k +
 			    row), (const uint8_t *)(f->v + row), kv->kv_dim *
-			    sizeof(float), 0, b - a };
+			    sizeof(float), QUANT_KV_F32, b - a };
 			break;
 		}
 		end = b < r->p0 ? b : r->p0;
@@ -463,7 +389,7 @@ fwd_seg_range(const struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
 		seg[ns++] = (struct fwd_seg){ kvcache_k_row(kv, layer,
 		    kvcache_slot_of(kv, a)) + hoff, kvcache_v_row(kv, layer,
 		    kvcache_slot_of(kv, a)) + hoff, kv->row_bytes,
-		    kv->p.type == KV_TYPE_F16, end - a };
+		    fwd_seg_type(kv->p.type), end - a };
 		a = end;
 	}
 	return ns;
@@ -473,12 +399,12 @@ fwd_seg_range(const struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
  * Attention for a block of consecutive queries of one run and the query
  * heads that share kv head h.  Each query, with all the heads sharing h
  * at once, attends to exactly the keys it sees, in position order: the
- * globals at or before it, then the keys of its window [t-W+1, t].
- * Scores, softmax and the weighted sum of values run over that list with
- * the kernels of quant.h, so a query's result is the same bits whether
- * it is decoded alone, batched with other sequences or prefilled in a
- * chunk of any size (DESIGN 6).  f16 and f32 caches are read in place; a
- * q8_0 cache is dequantized once per block (fwd_att_gather).
+ * globals at or before it, then the keys of its window [t-W+1, t], read
+ * in place from the cache and the run's own rows.  Scores, softmax and
+ * the weighted sum of values run over that list with the kernels of
+ * quant.h, so a query's result is the same bits whether it is decoded
+ * alone, batched with other sequences or prefilled in a chunk of any
+ * size (DESIGN 6).
  */
 static void
 fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
@@ -489,12 +415,9 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 	const struct kvcache *kv = r->kv;
 	uint32_t rep = hp->n_heads / hp->n_kv_heads, hd = hp->head_dim, g;
 	const float scale = 1.0f / sqrtf((float)hd);
-	int gathered = kv->p.type != KV_TYPE_F16 && kv->p.type != KV_TYPE_F32;
-	int64_t nk = 0, ng = 0, gend = kv->base + kv->p.n_global;
+	int64_t gend = kv->base + kv->p.n_global;
 	int32_t qi;
 
-	if (gathered)
-		nk = fwd_att_gather(f, b, layer, h, th, &ng);
 	for (qi = 0; qi < b->n; qi++) {
 		int64_t t = f->tpos[b->i0 + qi], wlo, nv = 0, off;
 		size_t qoff = (size_t)(b->i0 + qi) * hp->n_heads * hd +
@@ -502,31 +425,18 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 		const float *q = f->q + qoff;
 		float *out = f->att + qoff, *sc = th->scores;
 		struct fwd_seg seg[FWD_SEG_MAX];
-		int ns = 0, i;
+		int ns, i;
 
 		wlo = t - (int64_t)kv->p.window + 1;
-		if (gathered) {
-			int64_t gq = fwd_att_upper(th->kpos, 0, ng, t);
-			int64_t lo = fwd_att_upper(th->kpos, ng, nk, wlo - 1);
-			int64_t hi = fwd_att_upper(th->kpos, lo, nk, t);
-			size_t rb = hd * sizeof(float);
-
-			seg[ns++] = (struct fwd_seg){ (const uint8_t *)th->kb,
-			    (const uint8_t *)th->vb, rb, 0, gq };
-			seg[ns++] = (struct fwd_seg){ (const uint8_t *)(th->kb +
-			    lo * hd), (const uint8_t *)(th->vb + lo * hd), rb, 0,
-			    hi - lo };
-		} else {
-			ns = fwd_seg_range(f, r, layer, h, kv->base, gend < t + 1 ?
-			    gend : t + 1, seg, ns);
-			ns = fwd_seg_range(f, r, layer, h, wlo > gend ? wlo : gend,
-			    t + 1, seg, ns);
-		}
+		ns = fwd_seg_range(f, r, layer, h, kv->base, gend < t + 1 ?
+		    gend : t + 1, seg, 0);
+		ns = fwd_seg_range(f, r, layer, h, wlo > gend ? wlo : gend,
+		    t + 1, seg, ns);
 		for (i = 0; i < ns; i++)
 			nv += seg[i].n;
 		for (i = 0, off = 0; i < ns; off += seg[i++].n)
 			vec_att_scores(q, (int)rep, seg[i].k, seg[i].stride,
-			    seg[i].f16, seg[i].n, (int)hd, sc + off, nv);
+			    seg[i].kt, seg[i].n, (int)hd, sc + off, nv);
 		for (g = 0; g < rep; g++) {
 			float *row = sc + (size_t)g * nv, mx = -INFINITY;
 			int64_t j;
@@ -540,7 +450,7 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 		memset(out, 0, (size_t)rep * hd * sizeof *out);
 		for (i = 0, off = 0; i < ns; off += seg[i++].n)
 			vec_att_pv(sc + off, (int)rep, nv, seg[i].v,
-			    seg[i].stride, seg[i].f16, seg[i].n, (int)hd, out);
+			    seg[i].stride, seg[i].kt, seg[i].n, (int)hd, out);
 	}
 }
 
@@ -762,34 +672,22 @@ fwd_layer(struct fwd *f, uint32_t l, int32_t n)
 		fwd_ffn_moe(f, ly, n);
 }
 
-/* Grow every thread's attention scratch to hold `keys` keys. */
+/* Grow every thread's attention scores to hold `keys` keys. */
 static int
 fwd_reserve_keys(struct fwd *f, size_t keys)
 {
-	size_t hd = f->m->hp.head_dim;
 	size_t rep = f->m->hp.n_heads / f->m->hp.n_kv_heads;
 	int i;
 
 	for (i = 0; i < f->n_threads; i++) {
 		struct fwd_thread *th = &f->th[i];
-		void *a, *b, *c, *d;
+		float *a;
 
 		if (th->keys_cap >= keys)
 			continue;
-		a = realloc(th->scores, keys * rep * sizeof *th->scores);
-		if (a != NULL)
-			th->scores = a;
-		b = realloc(th->kb, keys * hd * sizeof *th->kb);
-		if (b != NULL)
-			th->kb = b;
-		c = realloc(th->vb, keys * hd * sizeof *th->vb);
-		if (c != NULL)
-			th->vb = c;
-		d = realloc(th->kpos, keys * sizeof *th->kpos);
-		if (d != NULL)
-			th->kpos = d;
-		if (a == NULL || b == NULL || c == NULL || d == NULL)
+		if ((a = realloc(th->scores, keys * rep * sizeof *a)) == NULL)
 			return -ENOMEM;
+		th->scores = a;
 		th->keys_cap = keys;
 	}
 	return 0;
@@ -1053,9 +951,6 @@ fwd_free(struct fwd *f)
 	if (f->th != NULL)
 		for (i = 0; i < f->n_threads; i++) {
 			free(f->th[i].scores);
-			free(f->th[i].kb);
-			free(f->th[i].vb);
-			free(f->th[i].kpos);
 			free(f->th[i].mm);
 		}
 	free(f->th);

@@ -1308,13 +1308,23 @@ QUANT_MMQ_ENTRY(q6_K)
 
 /* ---- attention (quant-internal.h, DESIGN 7) ------------------------ */
 
-/* 8 elements of a key or value row, f16 (exactly converted) or f32. */
+/* Elements d..d+7 of a key or value row stored as kt (QUANT_KV_*, quant.h):
+ * f16 and q8_0 convert exactly (a q8_0 element is an f16 scale times a
+ * byte, a product float holds exactly), so every storage gives the same
+ * floats for the same values. */
 QUANT_MMQ_KERNEL __m256
-quant_avx2_kv8(const uint8_t *row, int d, const int f16)
+quant_avx2_kv8(const uint8_t *row, int d, const int kt)
 {
-	if (f16)
+	if (kt == QUANT_KV_F16)
 		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row +
 		    2 * d)));
+	if (kt == QUANT_KV_Q8_0) {
+		const struct block_q8_0 *b = (const struct block_q8_0 *)row +
+		    d / QK8_0;
+
+		return _mm256_mul_ps(quant_avx2_half8(&b->d), quant_avx2_i8(
+		    b->qs + d % QK8_0));
+	}
 	return _mm256_loadu_ps((const float *)row + d);
 }
 
@@ -1354,7 +1364,7 @@ quant_avx2_hsum_t(__m256 v)
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
-    int64_t nk, int hd, float *s, int64_t lds, const int g, const int f16)
+    int64_t nk, int hd, float *s, int64_t lds, const int g, const int kt)
 {
 	for (int64_t j = 0; j < nk; j++) {
 		const uint8_t *kj = k + j * ks;
@@ -1364,7 +1374,7 @@ quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
 		for (int i = 0; i < g; i++)
 			acc[i] = _mm256_setzero_ps();
 		for (int d = 0; d < hd; d += 8) {
-			__m256 kv = quant_avx2_kv8(kj, d, f16);
+			__m256 kv = quant_avx2_kv8(kj, d, kt);
 
 			QUANT_UNROLL
 			for (int i = 0; i < g; i++)
@@ -1405,19 +1415,22 @@ quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
 
 QUANT_AVX2 static void
 quant_avx2_att_scores(const float *q, int nq, const void *k, size_t ks,
-    int f16, int64_t nk, int hd, float *s, int64_t lds)
+    int kt, int64_t nk, int hd, float *s, int64_t lds)
 {
 	if (hd % 8 != 0) {
-		quant_att_scores_ref(q, nq, k, ks, f16, nk, hd, s, lds);
+		quant_att_scores_ref(q, nq, k, ks, kt, nk, hd, s, lds);
 		return;
 	}
 #define QUANT_ATT_SCORES(g) do {					\
-	if (f16)							\
+	if (kt == QUANT_KV_F16)						\
 		quant_avx2_att_scores_g(q + i * hd, k, ks, nk, hd,	\
-		    s + i * lds, lds, g, 1);				\
+		    s + i * lds, lds, g, QUANT_KV_F16);			\
+	else if (kt == QUANT_KV_Q8_0)					\
+		quant_avx2_att_scores_g(q + i * hd, k, ks, nk, hd,	\
+		    s + i * lds, lds, g, QUANT_KV_Q8_0);		\
 	else								\
 		quant_avx2_att_scores_g(q + i * hd, k, ks, nk, hd,	\
-		    s + i * lds, lds, g, 0);				\
+		    s + i * lds, lds, g, QUANT_KV_F32);			\
 } while (0)
 	QUANT_ATT_GROUPS(QUANT_ATT_SCORES);
 #undef QUANT_ATT_SCORES
@@ -1434,7 +1447,7 @@ quant_avx2_att_scores(const float *q, int nq, const void *k, size_t ks,
 
 QUANT_MMQ_KERNEL void
 quant_avx2_att_pv_g(const float *p, int64_t ldp, const uint8_t *v, size_t vs,
-    int64_t nk, int hd, float *out, const int g, const int f16)
+    int64_t nk, int hd, float *out, const int g, const int kt)
 {
 	for (int64_t j0 = 0; j0 < nk; j0 += QUANT_ATT_KBLOCK) {
 		int64_t j1 = nk - j0 < QUANT_ATT_KBLOCK ? nk : j0 +
@@ -1447,7 +1460,7 @@ quant_avx2_att_pv_g(const float *p, int64_t ldp, const uint8_t *v, size_t vs,
 			for (int i = 0; i < g; i++)
 				acc[i] = _mm256_loadu_ps(out + i * hd + d);
 			for (int64_t j = j0; j < j1; j++) {
-				__m256 vv = quant_avx2_kv8(v + j * vs, d, f16);
+				__m256 vv = quant_avx2_kv8(v + j * vs, d, kt);
 
 				QUANT_UNROLL
 				for (int i = 0; i < g; i++)
@@ -1464,19 +1477,22 @@ quant_avx2_att_pv_g(const float *p, int64_t ldp, const uint8_t *v, size_t vs,
 
 QUANT_AVX2 static void
 quant_avx2_att_pv(const float *p, int nq, int64_t ldp, const void *v,
-    size_t vs, int f16, int64_t nk, int hd, float *out)
+    size_t vs, int kt, int64_t nk, int hd, float *out)
 {
 	if (hd % 8 != 0) {
-		quant_att_pv_ref(p, nq, ldp, v, vs, f16, nk, hd, out);
+		quant_att_pv_ref(p, nq, ldp, v, vs, kt, nk, hd, out);
 		return;
 	}
 #define QUANT_ATT_PV(g) do {						\
-	if (f16)							\
+	if (kt == QUANT_KV_F16)						\
 		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
-		    out + i * hd, g, 1);				\
+		    out + i * hd, g, QUANT_KV_F16);			\
+	else if (kt == QUANT_KV_Q8_0)					\
+		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
+		    out + i * hd, g, QUANT_KV_Q8_0);			\
 	else								\
 		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
-		    out + i * hd, g, 0);				\
+		    out + i * hd, g, QUANT_KV_F32);			\
 } while (0)
 	QUANT_ATT_GROUPS(QUANT_ATT_PV);
 #undef QUANT_ATT_PV

@@ -227,9 +227,9 @@ float	 quant_dotq_ref(enum ggml_type t, const void *row,
 /* quant.c: the scalar attention kernels (also the SIMD files' fallback for
  * head sizes that are not a multiple of 8). */
 void	 quant_att_scores_ref(const float *q, int nq, const void *k, size_t ks,
-	     int f16, int64_t nk, int hd, float *s, int64_t lds);
+	     int kt, int64_t nk, int hd, float *s, int64_t lds);
 void	 quant_att_pv_ref(const float *p, int nq, int64_t ldp, const void *v,
-	     size_t vs, int f16, int64_t nk, int hd, float *out);
+	     size_t vs, int kt, int64_t nk, int hd, float *out);
 /* quant.c: whether quant_matmul() uses int8 activations. */
 int	 quant_act_q8(void);
 void	 quant_set_act_q8(int on);

@@ -698,18 +698,24 @@ QUANT_MMQ_REF(q4_K, GGML_TYPE_Q4_K)
 QUANT_MMQ_REF(q5_K, GGML_TYPE_Q5_K)
 QUANT_MMQ_REF(q6_K, GGML_TYPE_Q6_K)
 
-/* Element d of a key or value row stored as f16 or f32. */
+/* Element d of a key or value row stored as kt (QUANT_KV_*). */
 static float
-quant_kv_at(const void *row, int d, int f16)
+quant_kv_at(const void *row, int d, int kt)
 {
-	if (f16)
+	if (kt == QUANT_KV_F16)
 		return quant_f16_to_f32(((const uint16_t *)row)[d]);
+	if (kt == QUANT_KV_Q8_0) {
+		const struct block_q8_0 *b = (const struct block_q8_0 *)row +
+		    d / QK8_0;
+
+		return quant_f16_to_f32(b->d) * (float)b->qs[d % QK8_0];
+	}
 	return ((const float *)row)[d];
 }
 
 void
 quant_att_scores_ref(const float *q, int nq, const void *k, size_t ks,
-    int f16, int64_t nk, int hd, float *s, int64_t lds)
+    int kt, int64_t nk, int hd, float *s, int64_t lds)
 {
 	for (int i = 0; i < nq; i++)
 		for (int64_t j = 0; j < nk; j++) {
@@ -717,20 +723,20 @@ quant_att_scores_ref(const float *q, int nq, const void *k, size_t ks,
 			float sum = 0;
 
 			for (int d = 0; d < hd; d++)
-				sum += q[i * hd + d] * quant_kv_at(kj, d, f16);
+				sum += q[i * hd + d] * quant_kv_at(kj, d, kt);
 			s[i * lds + j] = sum;
 		}
 }
 
 void
 quant_att_pv_ref(const float *p, int nq, int64_t ldp, const void *v,
-    size_t vs, int f16, int64_t nk, int hd, float *out)
+    size_t vs, int kt, int64_t nk, int hd, float *out)
 {
 	for (int i = 0; i < nq; i++)
 		for (int64_t j = 0; j < nk; j++)
 			for (int d = 0; d < hd; d++)
 				out[i * hd + d] += p[i * ldp + j] *
-				    quant_kv_at((const char *)v + j * vs, d, f16);
+				    quant_kv_at((const char *)v + j * vs, d, kt);
 }
 
 static float
@@ -1176,17 +1182,17 @@ vec_scale_f32(float *y, float a, int64_t n)
 }
 
 void
-vec_att_scores(const float *q, int nq, const void *k, size_t ks, int f16,
+vec_att_scores(const float *q, int nq, const void *k, size_t ks, int kt,
     int64_t nk, int hd, float *s, int64_t lds)
 {
-	quant_kernels()->att_scores(q, nq, k, ks, f16, nk, hd, s, lds);
+	quant_kernels()->att_scores(q, nq, k, ks, kt, nk, hd, s, lds);
 }
 
 void
 vec_att_pv(const float *p, int nq, int64_t ldp, const void *v, size_t vs,
-    int f16, int64_t nk, int hd, float *out)
+    int kt, int64_t nk, int hd, float *out)
 {
-	quant_kernels()->att_pv(p, nq, ldp, v, vs, f16, nk, hd, out);
+	quant_kernels()->att_pv(p, nq, ldp, v, vs, kt, nk, hd, out);
 }
 
 float

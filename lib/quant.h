@@ -156,7 +156,7 @@ void	 vec_scale_f32(float *y, float a, int64_t n);
  * Attention, for nq query heads that see the same keys (heads sharing a
  * kv head, at one position); q holds nq vectors of hd floats; key and
  * value row j starts at (char *)k + j * ks (v + j * vs) and holds hd
- * elements, f16 if f16 is set, else f32:
+ * elements stored as kt:
  *	vec_att_scores: s[i * lds + j] = q_i . k_j
  *	vec_att_pv:	out[i * hd + d] += sum over j, in order, of
  *			p[i * ldp + j] v_j[d]
@@ -165,10 +165,14 @@ void	 vec_scale_f32(float *y, float a, int64_t n);
  * storage or the other rows, so attention split into calls any way gives
  * the same bits (quant-internal.h, DESIGN 7).
  */
+#define QUANT_KV_F32	0
+#define QUANT_KV_F16	1
+#define QUANT_KV_Q8_0	2	/* hd a multiple of 32, rows of Q8_0 blocks */
+
 void	 vec_att_scores(const float *q, int nq, const void *k, size_t ks,
-	     int f16, int64_t nk, int hd, float *s, int64_t lds);
+	     int kt, int64_t nk, int hd, float *s, int64_t lds);
 void	 vec_att_pv(const float *p, int nq, int64_t ldp, const void *v,
-	     size_t vs, int f16, int64_t nk, int hd, float *out);
+	     size_t vs, int kt, int64_t nk, int hd, float *out);
 float	 vec_exp_sum(float *s, int64_t n, float mx);
 
 #endif /* QUANT_H */

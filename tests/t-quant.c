@@ -674,8 +674,9 @@ test_kernels(enum quant_isa isa)
 /*
  * The attention kernels (quant-internal.h, DESIGN 7): against plain loops,
  * and bit-identical however the heads and keys are grouped into calls
- * (11 heads take groups of 8, 2 and 1) and whether a row is stored f16
- * or f32 with the same values.  Head sizes 64 (SIMD) and 20 (fallback).
+ * (11 heads take groups of 8, 2 and 1) and whether a row is stored f16,
+ * q8_0 or f32 with the same values.  Head sizes 64 (SIMD) and 20
+ * (fallback).
  */
 static void
 test_attention(enum quant_isa isa)
@@ -744,6 +745,41 @@ test_attention(enum quant_isa isa)
 			ok_split = 0;
 		if (memcmp(o, o2, NQ * hd * sizeof *o) != 0)
 			ok_f16 = 0;
+		if (hd % 32 == 0) {
+			/* q8_0 rows against their dequantized values */
+			size_t rb = quant_row_size(GGML_TYPE_Q8_0, hd);
+			uint8_t *k8 = xmalloc(NK * rb), *v8 = xmalloc(NK * rb);
+			float *kd = xmalloc(NK * hd * sizeof *kd);
+			float *vd = xmalloc(NK * hd * sizeof *vd);
+
+			for (int j = 0; j < NK; j++) {
+				quant_quantize_row(GGML_TYPE_Q8_0, k + j * hd,
+				    k8 + j * rb, hd);
+				quant_quantize_row(GGML_TYPE_Q8_0, v + j * hd,
+				    v8 + j * rb, hd);
+				quant_dequantize_row_ref(GGML_TYPE_Q8_0, k8 + j * rb,
+				    kd + j * hd, hd);
+				quant_dequantize_row_ref(GGML_TYPE_Q8_0, v8 + j * rb,
+				    vd + j * hd, hd);
+			}
+			vec_att_scores(q, NQ, kd, hd * sizeof(float),
+			    QUANT_KV_F32, NK, hd, s, NK);
+			vec_att_scores(q, NQ, k8, rb, QUANT_KV_Q8_0, NK, hd, s1,
+			    NK);
+			if (memcmp(s, s1, sizeof s) != 0)
+				ok_f16 = 0;
+			memset(o1, 0, sizeof o1);
+			memset(o2, 0, sizeof o2);
+			vec_att_pv(s, NQ, NK, vd, hd * sizeof(float),
+			    QUANT_KV_F32, NK, hd, o1);
+			vec_att_pv(s, NQ, NK, v8, rb, QUANT_KV_Q8_0, NK, hd, o2);
+			if (memcmp(o1, o2, NQ * hd * sizeof *o1) != 0)
+				ok_f16 = 0;
+			free(k8);
+			free(v8);
+			free(kd);
+			free(vd);
+		}
 		free(q);
 		free(k);
 		free(v);
@@ -772,8 +808,8 @@ test_attention(enum quant_isa isa)
 	    "loops", in);
 	tap_ok(ok_split, "%s: attention results bit-identical however heads "
 	    "and keys are split into calls", in);
-	tap_ok(ok_f16, "%s: f16 rows read in place give the bits of the same "
-	    "values in f32", in);
+	tap_ok(ok_f16, "%s: f16 and q8_0 rows read in place give the bits of "
+	    "the same values in f32", in);
 	tap_ok(ok_exp, "%s: exp and its sum within 3e-7, 0 below the float "
 	    "range", in);
 }
