@@ -363,7 +363,8 @@ method_session_get(struct request *req)
 
 		msgpack_pack_map(&r.pk, 4);
 		proto_pack_kv_str(&r.pk, "role", m->role);
-		proto_pack_kv_str(&r.pk, "text", m->text);
+		proto_pack_cstr(&r.pk, "text");
+		proto_pack_str(&r.pk, m->text, m->text_len);
 		proto_pack_kv_int(&r.pk, "tokens", m->n_tokens);
 		proto_pack_kv_int(&r.pk, "time", m->created / 1000);
 	}
@@ -404,8 +405,9 @@ method_session_rerender(struct session *s)
 			int fl = first ? (tokenizer_bos(tok) >= 0 ?
 			    TOKENIZE_ADD_BOS : 0) : TOKENIZE_NO_PREFIX;
 
-			if (*m->text != '\0')
-				nid = method_turn_encode(m->text, fl, &ids);
+			if (m->text_len != 0)
+				nid = method_turn_encode(m->text, m->text_len,
+				    fl, &ids);
 			else if (first && tokenizer_bos(tok) >= 0) {
 				ids = xmalloc(sizeof *ids);
 				ids[0] = tokenizer_bos(tok);
@@ -419,15 +421,15 @@ method_session_rerender(struct session *s)
 			memcpy(ids, m->tokens, (size_t)m->n_tokens *
 			    sizeof *ids);
 			nid = m->n_tokens;
-		} else if (*m->text != '\0') {
-			nid = method_turn_encode(m->text, TOKENIZE_NO_PREFIX,
-			    &ids);
+		} else if (m->text_len != 0) {
+			nid = method_turn_encode(m->text, m->text_len,
+			    TOKENIZE_NO_PREFIX, &ids);
 			if (nid < 0)
 				rc = (int)nid;
 		}
 		if (rc == 0)
 			rc = session_push_msg(s, m->role, m->text,
-			    strlen(m->text), ids, nid);
+			    m->text_len, ids, nid);
 		if (rc == 0) {
 			s->msgs[s->n_msgs - 1].created = m->created;
 			first = first && nid == 0;
@@ -589,7 +591,8 @@ method_session_export(struct request *req)
 	for (size_t i = 0; i < s->n_msgs; i++) {
 		msgpack_pack_map(&r.pk, 2);
 		proto_pack_kv_str(&r.pk, "role", s->msgs[i].role);
-		proto_pack_kv_str(&r.pk, "text", s->msgs[i].text);
+		proto_pack_cstr(&r.pk, "text");
+		proto_pack_str(&r.pk, s->msgs[i].text, s->msgs[i].text_len);
 	}
 	reply_send(&r, req->c);
 	return 0;
@@ -655,13 +658,18 @@ method_session_import(struct request *req)
 	for (uint32_t i = 0; i < msgs->via.array.size; i++) {
 		const msgpack_object *m = &msgs->via.array.ptr[i];
 
+		/* What the model wrote may hold a NUL byte, as it did in the
+		 * session exported; what a person wrote (user, prompt) may
+		 * not, as in chat and generate. */
 		if (m->type != MSGPACK_OBJECT_MAP ||
 		    proto_arg_cstr(m, "role", role, sizeof role) != PROTO_ARG_OK ||
 		    (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
 		    strcmp(role, "prompt") != 0 &&
 		    strcmp(role, "completion") != 0) ||
 		    proto_arg_str(m, "text", &text, &len) != PROTO_ARG_OK ||
-		    memchr(text, '\0', len) != NULL ||
+		    (memchr(text, '\0', len) != NULL &&
+		    strcmp(role, "assistant") != 0 &&
+		    strcmp(role, "completion") != 0) ||
 		    !proto_utf8_valid(text, len)) {
 			reply_error(req->c, req->msgid, PROTO_E_INVALID_PARAMS,
 			    "document: messages[%u] must be {role: user|"

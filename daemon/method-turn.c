@@ -165,21 +165,21 @@ method_turn_go(struct turn *t)
 	turn_start(t);
 }
 
-/* Encode text with the tokenizer into a malloc'd array.  Returns the
- * count, or a negative errno. */
+/* Encode len bytes of text with the tokenizer into a malloc'd array.
+ * Returns the count, or a negative errno. */
 int64_t
-method_turn_encode(const char *text, int flags, int32_t **out)
+method_turn_encode(const char *text, size_t len, int flags, int32_t **out)
 {
 	const struct tokenizer *tok = daemon_tokenizer();
 	int64_t n, m;
 
 	*out = NULL;
-	n = tokenizer_encode(tok, text, strlen(text), flags, NULL, 0);
+	n = tokenizer_encode(tok, text, len, flags, NULL, 0);
 	if (n < 0)
 		return n;
 	if ((*out = malloc(((size_t)n + 1) * sizeof **out)) == NULL)
 		return -ENOMEM;
-	m = tokenizer_encode(tok, text, strlen(text), flags, *out, n);
+	m = tokenizer_encode(tok, text, len, flags, *out, n);
 	if (m != n) {
 		free(*out);
 		*out = NULL;
@@ -335,7 +335,8 @@ method_generate(struct request *req)
 			t->input[0] = tokenizer_bos(tok);
 			n = 1;
 		} else
-			n = method_turn_encode(prompt, flags, &t->input);
+			n = method_turn_encode(prompt, strlen(prompt), flags,
+			    &t->input);
 		if (n < 0) {
 			reply_error(req->c, req->msgid, PROTO_E_INVALID_PARAMS,
 			    "cannot tokenize the prompt: %s", strerror((int)-n));

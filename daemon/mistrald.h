@@ -215,7 +215,7 @@ int	 method_generate(struct request *);
 int	 method_cancel(struct request *);
 void	 method_turn_go(struct turn *);
 int	 method_turn_limits(struct request *);
-int64_t	 method_turn_encode(const char *, int, int32_t **);
+int64_t	 method_turn_encode(const char *, size_t, int, int32_t **);
 
 /* ---- sched.c --------------------------------------------------------- */
 
@@ -340,7 +340,9 @@ enum session_state {
 
 struct session_msg {
 	char		*role;
-	char		*text;
+	char		*text;		/* NUL-terminated, and may hold NULs
+					   (a model can generate one) */
+	size_t		 text_len;	/* bytes: use this, never strlen */
 	int32_t		*tokens;
 	int64_t		 n_tokens;
 	int64_t		 pos;

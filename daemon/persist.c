@@ -12,7 +12,8 @@
  * p->lock, guards jobs, reports, stopping and every job's scheduling fields
  * (attempts, not_before, need_attempt); it is never held while SQLite runs
  * or a callback is called, and no other lock is taken under it.  The
- * persistence thread alone owns p->store and a running job's payload.
+ * persistence thread alone owns p->store, a running job's payload and the
+ * checkpoint bookkeeping (wal_dirty, last_job, ckpt_*).
  *
  * Invariants:
  *
@@ -39,6 +40,22 @@
  *    thread exits when the queue is empty, and the remaining reports are
  *    delivered on the calling thread before the async handle is closed.
  *
+ * 6. Checkpoints never delay a report.  The connection's commits do not
+ *    checkpoint (store_wal_manual(), store.c DESIGN 5); persist_main runs
+ *    one only after the job's report is queued and the loop woken, so the
+ *    turn's result is on its way while the WAL is copied.  After a job,
+ *    once the WAL has grown by PERSIST_CKPT_BYTES since the last
+ *    checkpoint: a PASSIVE one if no job is ready to run, and even if one
+ *    is once it has grown by PERSIST_CKPT_FORCE, so a daemon that is never
+ *    idle still bounds its WAL (the waiting job, and so maybe a turn's
+ *    result, then waits for that checkpoint: once per PERSIST_CKPT_FORCE
+ *    bytes written).  After
+ *    PERSIST_IDLE_MS with an empty queue, and when the thread exits, a
+ *    TRUNCATE checkpoint copies the rest and empties the WAL file.  A
+ *    failed checkpoint (a reader in the way, a full disk) leaves the
+ *    frames safe in the WAL and is tried again after a back-off (1 s
+ *    doubling to 60 s).
+ *
  * Job life:  persist_submit_*  ->  queued  --persist_main-->  running
  *            running --ok or final error--> reported, freed
  *            running --transient (SAVE)--> queued with not_before
@@ -60,6 +77,11 @@
 
 #define PERSIST_BACKOFF_FIRST	1000	/* ms */
 #define PERSIST_BACKOFF_MAX	60000
+#define PERSIST_CKPT_BYTES	(4 << 20)	/* WAL growth: checkpoint
+						   when no job is ready */
+#define PERSIST_CKPT_FORCE	(16 << 20)	/* ... even if one is */
+#define PERSIST_IDLE_MS		2000	/* quiet time before emptying
+					   the WAL */
 
 struct persist_job {
 	TAILQ_ENTRY(persist_job) entry;
@@ -102,6 +124,13 @@ struct persist {
 	struct persist_reports	 reports;	/* for the loop */
 	int			 stopping;
 	int			 destroyed;
+	/* Checkpoints (DESIGN 6), persistence thread only: */
+	int			 wal_dirty;	/* written since the WAL was
+						   last emptied */
+	uint64_t		 last_job;	/* monotonic ms, end of the last
+						   job */
+	uint64_t		 ckpt_not_before; /* after a failure */
+	unsigned		 ckpt_backoff_ms;
 };
 
 static uint64_t
@@ -234,6 +263,73 @@ persist_run(struct persist *p, struct persist_job *j,
 	return 0;
 }
 
+/* Run a checkpoint (persistence thread, no lock held); on failure back
+ * off (DESIGN 6). */
+static void
+persist_checkpoint(struct persist *p, int truncate)
+{
+	if (store_checkpoint(p->store, truncate, NULL) == 0) {
+		if (truncate)
+			p->wal_dirty = 0;
+		p->ckpt_backoff_ms = 0;
+		p->ckpt_not_before = 0;
+		return;
+	}
+	p->ckpt_backoff_ms = p->ckpt_backoff_ms == 0 ? PERSIST_BACKOFF_FIRST :
+	    p->ckpt_backoff_ms * 2;
+	if (p->ckpt_backoff_ms > PERSIST_BACKOFF_MAX)
+		p->ckpt_backoff_ms = PERSIST_BACKOFF_MAX;
+	p->ckpt_not_before = persist_now_ms() + p->ckpt_backoff_ms;
+}
+
+/*
+ * After a job, its report queued (lock held): a PASSIVE checkpoint if the
+ * WAL has grown enough (DESIGN 6).  The lock is released around it.
+ */
+static void
+persist_after_job(struct persist *p)
+{
+	int64_t pending = store_wal_pending(p->store);
+	uint64_t now = persist_now_ms(), wake;
+
+	p->last_job = now;
+	if (p->stopping || pending < PERSIST_CKPT_BYTES ||
+	    now < p->ckpt_not_before)
+		return;
+	if (pending < PERSIST_CKPT_FORCE && persist_pick(p, now, &wake) != NULL)
+		return;
+	pthread_mutex_unlock(&p->lock);
+	persist_checkpoint(p, 0);
+	pthread_mutex_lock(&p->lock);
+}
+
+/*
+ * Nothing to run (lock held): once the queue has been empty for
+ * PERSIST_IDLE_MS since a write, empty the WAL (DESIGN 6).  Returns 1 if
+ * it ran one (the lock was released meanwhile), else 0 with *wake lowered
+ * to when one will be due.
+ */
+static int
+persist_idle(struct persist *p, uint64_t now, uint64_t *wake)
+{
+	uint64_t due;
+
+	if (!p->wal_dirty || p->stopping || !TAILQ_EMPTY(&p->jobs))
+		return 0;
+	due = p->last_job + PERSIST_IDLE_MS;
+	if (due < p->ckpt_not_before)
+		due = p->ckpt_not_before;
+	if (now < due) {
+		if (*wake == 0 || due < *wake)
+			*wake = due;
+		return 0;
+	}
+	pthread_mutex_unlock(&p->lock);
+	persist_checkpoint(p, 1);
+	pthread_mutex_lock(&p->lock);
+	return 1;
+}
+
 static void *
 persist_main(void *arg)
 {
@@ -251,6 +347,8 @@ persist_main(void *arg)
 		if ((j = persist_pick(p, now, &wake)) == NULL) {
 			if (p->stopping && TAILQ_EMPTY(&p->jobs))
 				break;
+			if (persist_idle(p, now, &wake))
+				continue;
 			if (wake == 0)
 				pthread_cond_wait(&p->cond, &p->lock);
 			else {
@@ -277,6 +375,8 @@ persist_main(void *arg)
 		r.rc = rc;
 
 		pthread_mutex_lock(&p->lock);
+		if (j->kind != PERSIST_LOAD)
+			p->wal_dirty = 1;
 		j->attempts++;
 		j->need_attempt = 0;
 		if (rc != 0 && j->kind == PERSIST_SAVE &&
@@ -294,8 +394,11 @@ persist_main(void *arg)
 			persist_job_free(j);
 		}
 		uv_async_send(&p->async);
+		persist_after_job(p);
 	}
 	pthread_mutex_unlock(&p->lock);
+	if (p->wal_dirty)
+		persist_checkpoint(p, 1);
 	return NULL;
 }
 
@@ -325,6 +428,7 @@ persist_create(struct uv_loop_s *loop, const char *dir,
 		free(p);
 		return rc;
 	}
+	store_wal_manual(p->store);	/* DESIGN 6 */
 	p->loop = loop;
 	TAILQ_INIT(&p->jobs);
 	TAILQ_INIT(&p->reports);

@@ -234,10 +234,10 @@ residency_load_transcript(struct session *s, char **cause)
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (v[i].tokens == NULL && *v[i].text != '\0')
+		if (v[i].tokens == NULL && v[i].text_len != 0)
 			missing = 1;
 		if (session_push_msg(s, v[i].role, v[i].text,
-		    strlen(v[i].text), v[i].tokens,
+		    v[i].text_len, v[i].tokens,
 		    (int64_t)v[i].n_tokens) != 0) {
 			store_messages_free(v, n);
 			xasprintf(cause, "no memory for the transcript");
@@ -601,7 +601,9 @@ residency_messages(struct session *s, struct store_turn *st)
 
 		sm->seq = (int64_t)(from + i);
 		sm->role = xstrdup(m->role);
-		sm->text = xstrdup(m->text);
+		sm->text = xmalloc(m->text_len + 1);
+		memcpy(sm->text, m->text, m->text_len + 1);
+		sm->text_len = m->text_len;
 		if (m->n_tokens > 0) {
 			sm->tokens = xreallocarray(NULL, (size_t)m->n_tokens,
 			    sizeof *sm->tokens);
@@ -787,7 +789,7 @@ residency_fork(struct session *src, struct session *dst, char **cause)
 	for (size_t i = 0; i < src->n_msgs; i++) {
 		const struct session_msg *m = &src->msgs[i];
 
-		if (session_push_msg(dst, m->role, m->text, strlen(m->text),
+		if (session_push_msg(dst, m->role, m->text, m->text_len,
 		    m->tokens, m->n_tokens) != 0) {
 			xasprintf(cause, "no memory for the transcript");
 			return -1;

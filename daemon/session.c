@@ -210,8 +210,9 @@ session_push_tokens(struct session *s, const int32_t *ids, int64_t n)
 }
 
 /*
- * Append a message whose tokens (n, may be 0) also go onto the history.
- * Returns 0 or -ENOMEM (nothing changed then).
+ * Append a message of len bytes of text (NULs included: a reply may hold
+ * one) whose tokens (n, may be 0) also go onto the history.  Returns 0 or
+ * -ENOMEM (nothing changed then).
  */
 int
 session_push_msg(struct session *s, const char *role, const char *text,
@@ -240,6 +241,7 @@ session_push_msg(struct session *s, const char *role, const char *text,
 	}
 	memcpy(m->text, text, len);
 	m->text[len] = '\0';
+	m->text_len = len;
 	if (n > 0)
 		memcpy(m->tokens, ids, (size_t)n * sizeof *ids);
 	m->n_tokens = n;

@@ -22,6 +22,11 @@ struct store {
 	size_t		 chunk_bytes;	/* KV chunk size */
 	int		 max_links;	/* chain length asking for compaction */
 	unsigned	 delay_ms;	/* test hook, between chunk writes */
+	int		 busy_ms;	/* busy timeout */
+	int		 page_size;	/* bytes */
+	int64_t		 wal_frames;	/* frames in the WAL after our last
+					   commit or checkpoint */
+	int64_t		 wal_done;	/* of those, copied to the database */
 };
 
 /* store.c: helpers */
@@ -62,6 +67,9 @@ void	 store_buf_printf(struct store_buf *b, const char *fmt, ...)
 	     __attribute__((format(printf, 2, 3)));
 /* A malloc'd copy of a text column, NULL for NULL (or ENOMEM). */
 char	*store_strdup_col(sqlite3_stmt *st, int col);
+/* A malloc'd, NUL-terminated copy of every byte of a TEXT or BLOB column
+ * (NULs included), its length in *len; "" for NULL; NULL on ENOMEM. */
+char	*store_bytes_col(sqlite3_stmt *st, int col, size_t *len);
 
 /* store-session.c: writes inside the caller's transaction */
 extern const char store_sql_session_put[];	/* INSERT .. ON CONFLICT */

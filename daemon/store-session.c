@@ -12,6 +12,18 @@
  * 2. Session rows are read as a whole plus summary columns computed in
  *    SQL (message count, snapshot position, bytes and time), so listing
  *    every session never touches a transcript or a chunk.
+ *
+ * 3. A message's text is bytes with a length, and a model may generate a
+ *    NUL byte (a byte-fallback token <0x00>).  Text without NUL is stored
+ *    as TEXT, as it always was; text holding a NUL as a BLOB of the same
+ *    UTF-8 bytes (the column's TEXT affinity leaves a BLOB as it is).
+ *    SQLite keeps NULs inside TEXT too, but its own functions and
+ *    sqlite3(1) stop at the first one (`.dump` would write "a" for
+ *    "a\0b": a backup would lose the rest), while a BLOB is dumped whole.
+ *    Reading takes the column's bytes with sqlite3_column_bytes() whatever
+ *    its type, so databases written before (TEXT only) read as they did.
+ *    The schema is unchanged: a build that predates this reads such a
+ *    text up to its first NUL, as it wrote it.
  */
 
 #include <errno.h>
@@ -651,7 +663,7 @@ store_messages_write(struct store *s, const char *id,
 {
 	sqlite3_stmt *st = NULL;
 	unsigned char *blob = NULL;
-	size_t i, j, cap = 0;
+	size_t i, j, cap = 0, len;
 	uint32_t u;
 	int rc;
 
@@ -659,7 +671,8 @@ store_messages_write(struct store *s, const char *id,
 		if (v[i].role == NULL || *v[i].role == '\0' ||
 		    v[i].text == NULL || v[i].seq < 0 ||
 		    (v[i].n_tokens != 0 && v[i].tokens == NULL) ||
-		    v[i].n_tokens > (size_t)INT_MAX / 4) {
+		    v[i].n_tokens > (size_t)INT_MAX / 4 ||
+		    v[i].text_len > (size_t)INT_MAX) {
 			store_set_cause(cause, "malformed message %zu", i);
 			return -EINVAL;
 		}
@@ -688,7 +701,13 @@ store_messages_write(struct store *s, const char *id,
 		rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 		rc |= sqlite3_bind_int64(st, 2, v[i].seq);
 		rc |= sqlite3_bind_text(st, 3, v[i].role, -1, SQLITE_STATIC);
-		rc |= sqlite3_bind_text(st, 4, v[i].text, -1, SQLITE_STATIC);
+		len = v[i].text_len != 0 ? v[i].text_len : strlen(v[i].text);
+		if (memchr(v[i].text, '\0', len) != NULL)	/* DESIGN 3 */
+			rc |= sqlite3_bind_blob64(st, 4, v[i].text, len,
+			    SQLITE_STATIC);
+		else
+			rc |= sqlite3_bind_text64(st, 4, v[i].text, len,
+			    SQLITE_STATIC, SQLITE_UTF8);
 		if (v[i].n_tokens != 0)
 			rc |= sqlite3_bind_blob(st, 5, blob,
 			    (int)(v[i].n_tokens * 4), SQLITE_STATIC);
@@ -784,11 +803,9 @@ store_message_row(sqlite3_stmt *st, struct store_message *m)
 	memset(m, 0, sizeof *m);
 	m->seq = sqlite3_column_int64(st, 0);
 	m->role = store_strdup_col(st, 1);
-	m->text = store_strdup_col(st, 2);
 	if (m->role == NULL)
 		m->role = strdup("unknown");
-	if (m->text == NULL)
-		m->text = strdup("");
+	m->text = store_bytes_col(st, 2, &m->text_len);	/* DESIGN 3 */
 	if (m->role == NULL || m->text == NULL)
 		goto nomem;
 	b = sqlite3_column_blob(st, 3);

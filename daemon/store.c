@@ -29,6 +29,22 @@
  *
  * 4. Sessions, parameters and transcripts are in store-session.c, KV
  *    snapshot chains in store-kv.c.
+ *
+ * 5. Checkpoints.  Left to SQLite, the commit that takes the WAL past 1000
+ *    pages also copies the WAL into the database and fsyncs it before
+ *    COMMIT returns: with a few MB of KV delta per turn, every turn or
+ *    every few turns waits for that copy.  store_wal_manual() turns it
+ *    off for one connection (its WAL hook replaces SQLite's automatic one
+ *    and only counts: wal_frames is the WAL's length after each commit),
+ *    and its owner runs store_checkpoint() when nobody waits for it
+ *    (persist.c DESIGN 6).  store_wal_pending() is about what the
+ *    connection's commits have added since the last complete checkpoint,
+ *    in bytes: a complete checkpoint counts as emptying the WAL, since the
+ *    next writer starts it over unless a reader still uses it, and if one
+ *    does the count is too high and the next checkpoint finds little to
+ *    copy.
+ *    Only the persistence thread's connection writes during a run; the
+ *    loop's, which reads, keeps the default, never used.
  */
 
 #include <sys/random.h>
@@ -58,6 +74,8 @@
 #define STORE_BUSY_DEFAULT	10000
 #define STORE_LINKS_DEFAULT	32
 #define STORE_WAL_LIMIT		(64 << 20)	/* journal_size_limit */
+#define STORE_CKPT_BUSY		200		/* ms a TRUNCATE checkpoint
+						   waits for readers */
 #define STORE_DELAY_ENV		"MISTRALD_TEST_SNAPSHOT_DELAY_MS"
 
 /* ---- schema --------------------------------------------------------- */
@@ -377,6 +395,35 @@ store_strdup_col(sqlite3_stmt *st, int col)
 	return t != NULL ? strdup((const char *)t) : NULL;
 }
 
+/* The pointer first, then the length, as sqlite3_column_bytes() asks: a
+ * TEXT value (UTF-8 in our databases) through sqlite3_column_text(), so
+ * that it is never converted to a BLOB and back; a BLOB as it is. */
+char *
+store_bytes_col(sqlite3_stmt *st, int col, size_t *len)
+{
+	const void *p;
+	char *out;
+	int n;
+
+	*len = 0;
+	if (sqlite3_column_type(st, col) == SQLITE_BLOB)
+		p = sqlite3_column_blob(st, col);
+	else
+		p = sqlite3_column_text(st, col);
+	n = sqlite3_column_bytes(st, col);
+	if (p == NULL && sqlite3_column_type(st, col) != SQLITE_NULL &&
+	    sqlite3_errcode(sqlite3_db_handle(st)) == SQLITE_NOMEM)
+		return NULL;
+	if (p == NULL || n <= 0)
+		return strdup("");
+	if ((out = malloc((size_t)n + 1)) == NULL)
+		return NULL;
+	memcpy(out, p, (size_t)n);
+	out[n] = '\0';
+	*len = (size_t)n;
+	return out;
+}
+
 int
 store_check_id(const char *id, char **cause)
 {
@@ -508,6 +555,7 @@ store_message_clear(struct store_message *m)
 	free(m->text);
 	free(m->tokens);
 	m->role = m->text = NULL;
+	m->text_len = 0;
 	m->tokens = NULL;
 	m->n_tokens = 0;
 }
@@ -666,6 +714,7 @@ store_open(const char *dir, const struct store_options *opt,
 	const char *delay;
 	char *mode = NULL;
 	char sql[64];
+	int64_t v;
 	int rc, fd;
 
 	*out = NULL;
@@ -724,8 +773,9 @@ store_open(const char *dir, const struct store_options *opt,
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_timeout(s->db, opt != NULL && opt->busy_timeout_ms > 0 ?
-	    opt->busy_timeout_ms : STORE_BUSY_DEFAULT);
+	s->busy_ms = opt != NULL && opt->busy_timeout_ms > 0 ?
+	    opt->busy_timeout_ms : STORE_BUSY_DEFAULT;
+	sqlite3_busy_timeout(s->db, s->busy_ms);
 	if (sqlite3_db_readonly(s->db, "main") == 1) {
 		store_set_cause(cause, "%s: database is read-only", s->path);
 		rc = -EROFS;
@@ -765,6 +815,9 @@ store_open(const char *dir, const struct store_options *opt,
 		goto fail;
 	if ((rc = store_migrate(s, cause)) != 0)
 		goto fail;
+	if ((rc = store_pragma_int(s, "PRAGMA page_size", &v, cause)) != 0)
+		goto fail;
+	s->page_size = v > 0 && v <= 65536 ? (int)v : 4096;
 	free(mode);
 	*out = s;
 	return 0;
@@ -782,6 +835,64 @@ store_close(struct store *s)
 	sqlite3_close_v2(s->db);
 	free(s->path);
 	free(s);
+}
+
+/* ---- checkpoints (DESIGN 5) ----------------------------------------- */
+
+/* After each commit on a connection in manual mode: remember how far the
+ * WAL reaches.  Returning SQLITE_OK is all SQLite asks. */
+static int
+store_wal_cb(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	struct store *s = arg;
+
+	if (strcmp(name, "main") == 0)
+		s->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+void
+store_wal_manual(struct store *s)
+{
+	/* Replaces the automatic checkpointer, itself a WAL hook. */
+	sqlite3_wal_hook(s->db, store_wal_cb, s);
+}
+
+int64_t
+store_wal_pending(const struct store *s)
+{
+	if (s->wal_frames <= s->wal_done)
+		return 0;
+	return (s->wal_frames - s->wal_done) * (int64_t)s->page_size;
+}
+
+int
+store_checkpoint(struct store *s, int truncate, char **cause)
+{
+	int rc, frames = -1, done = -1;
+
+	if (truncate)
+		sqlite3_busy_timeout(s->db, STORE_CKPT_BUSY);
+	rc = sqlite3_wal_checkpoint_v2(s->db, "main", truncate ?
+	    SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &frames,
+	    &done);
+	if (truncate)
+		sqlite3_busy_timeout(s->db, s->busy_ms);
+	/* Even a busy checkpoint copied what it could and says so. */
+	if (frames >= 0 && done >= 0) {
+		if (done >= frames)
+			s->wal_frames = s->wal_done = 0;
+		else {
+			s->wal_frames = frames;
+			s->wal_done = done;
+		}
+	}
+	if (rc != SQLITE_OK)
+		return store_fail(s, cause, truncate ?
+		    "sqlite3_wal_checkpoint_v2(TRUNCATE)" :
+		    "sqlite3_wal_checkpoint_v2(PASSIVE)", NULL,
+		    sqlite3_extended_errcode(s->db));
+	return 0;
 }
 
 /* ---- stats and checks ----------------------------------------------- */

@@ -4,7 +4,8 @@
  * it off the loop thread.
  *
  * What is stored: sessions (metadata and parameters), their transcripts
- * (messages with token ids), sampler state (sampler_save() bytes) and the
+ * (messages with token ids; a message's text is bytes with an explicit
+ * length, NULs included), sampler state (sampler_save() bytes) and the
  * rolling KV cache as a chain of snapshots: one full stream from
  * kvcache_save(kv, base, ...) followed by incremental ones
  * (kvcache_save(kv, since, ...)), each split into checksummed chunks.
@@ -109,7 +110,11 @@ struct store_message {
 	char			*role;		/* "system", "user",
 						   "assistant", "raw", ...:
 						   non-empty */
-	char			*text;		/* may be "" (never NULL) */
+	char			*text;		/* may be "" (never NULL);
+						   NUL-terminated, and may
+						   hold NULs before text_len */
+	size_t			 text_len;	/* bytes of text; writing, 0
+						   means strlen(text) */
 	int32_t			*tokens;	/* n_tokens ids, may be NULL */
 	size_t			 n_tokens;
 	int64_t			 pos;		/* position of tokens[0], -1 */
@@ -203,6 +208,22 @@ void	 store_session_clear(struct store_session *ss);	/* frees members */
 void	 store_session_list_free(struct store_session *v, size_t n);
 void	 store_message_clear(struct store_message *m);
 void	 store_messages_free(struct store_message *v, size_t n);
+
+/*
+ * WAL checkpoints (store.c DESIGN 5).  By default SQLite checkpoints
+ * inside the COMMIT that takes the WAL past 1000 pages, and that commit's
+ * caller waits for it.  After store_wal_manual(s), s's commits never
+ * checkpoint; its owner calls store_checkpoint() when nothing waits, and
+ * store_wal_pending() says about how many bytes s's commits added to the
+ * WAL since the last complete checkpoint.  store_checkpoint(): PASSIVE
+ * (truncate 0: copy what no reader still needs, waiting for nobody) or
+ * TRUNCATE (wait up to 200 ms for readers, copy everything, empty the WAL
+ * file).  Returns 0 or a negative code (-EBUSY: readers or another
+ * checkpointer were in the way; what could be copied was).
+ */
+void	 store_wal_manual(struct store *s);
+int64_t	 store_wal_pending(const struct store *s);
+int	 store_checkpoint(struct store *s, int truncate, char **cause);
 
 int	 store_stats(struct store *s, struct store_stats *out, char **cause);
 /* PRAGMA integrity_check, plus (deep != 0) every chunk's checksum.

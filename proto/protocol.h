@@ -43,7 +43,10 @@
  * NO_SUCH_SESSION for it, as though it did not exist.
  *
  * Text: every string is UTF-8.  Streamed text is only ever cut between
- * whole characters, so a client may print each piece as it comes.
+ * whole characters, so a client may print each piece as it comes.  A
+ * model can generate U+0000: what it wrote (a reply, a turn-map's text,
+ * an assistant or completion message) may hold NUL bytes, so take a
+ * string's length from msgpack, never from a terminator.
  */
 #ifndef PROTOCOL_H
 #define PROTOCOL_H
@@ -107,7 +110,8 @@ enum proto_type {
  *	The client writes it as JSON; it carries no cache, only text.
  * session.import	document:map  name:str?
  *	-> info.  The messages are re-prefilled (the response may take long
- *	and streams "progress" notifications).
+ *	and streams "progress" notifications).  Only assistant and
+ *	completion messages may hold NUL bytes, as an export may.
  * chat			session  text:str  params?  stream:bool? (default true)
  *	Appends a user turn and streams the assistant's reply as "token"
  *	notifications, then answers with a turn-map.
@@ -153,9 +157,14 @@ enum proto_type {
  * for this request), completion_tokens, prefill_ms, decode_ms (floats)},
  * evicted:int (tokens pushed out of the window by this turn), mode,
  * rebuilt:bool (cache rebuilt from the transcript), error:error-map?
- * (when finish is "error"), persist_error:str? (the turn completed but
- * could not be stored yet)}.  A request that fails before generating
- * anything gets an error response instead.
+ * (when finish is "error"), persist_error:str?}.  In a session the
+ * result comes once the transaction storing the turn has committed, so
+ * an answered turn survives a crash; persist_error is there instead when
+ * the turn completed but could not be stored: "not stored yet: ..." (the
+ * save is kept and retried; the result does not wait for the retries)
+ * or "not stored: ..." (given up).  A one-off generate is answered at
+ * once.  A request that fails before generating anything gets an error
+ * response instead.
  */
 enum proto_method {
 	PROTO_M_HELLO,

@@ -16,7 +16,12 @@
 #     the socket file that the daemon did not create, and loses nothing:
 #     after a new activation the session and its turn are still there;
 #  3. SIGHUP (systemctl reload) gives RELOADING=1 then READY=1 and applies
-#     a changed setting; a broken file is refused and the daemon serves on.
+#     a changed setting; a broken file is refused and the daemon serves on;
+#  4. without --foreground it still does not fork away from its activator:
+#     the process the service manager started (LISTEN_PID) is the one that
+#     serves and sends READY=1 (the sender's pid comes with SO_PASSCRED),
+#     it logs to standard error, and once it exits nothing serves the
+#     socket any more.
 #
 # A feature the daemon lacks entirely is reported as SKIP naming it.  The
 # protocol is spoken with a small msgpack codec below, so the test needs
@@ -244,7 +249,9 @@ class Conn:
 
 notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 notify.bind(NOTIFY)
+notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 seen = []	# every notify line, in order
+sender = {}	# line -> pid of the process that last sent it
 
 
 def notify_until(line, proc, timeout):
@@ -254,8 +261,14 @@ def notify_until(line, proc, timeout):
     while time.monotonic() < end:
         r, _, _ = select.select([notify], [], [], 0.1)
         if r:
-            lines = notify.recv(65536).decode("utf-8", "replace").split("\n")
+            data, anc, _, _ = notify.recvmsg(65536, socket.CMSG_SPACE(12))
+            lines = data.decode("utf-8", "replace").split("\n")
             seen.extend(lines)
+            for level, kind, cred in anc:
+                if (level == socket.SOL_SOCKET and
+                        kind == socket.SCM_CREDENTIALS and len(cred) >= 12):
+                    pid = struct.unpack("iII", cred[:12])[0]
+                    sender.update((l, pid) for l in lines)
             if any(l == line or (line.endswith("=") and l.startswith(line))
                    for l in lines):
                 return True
@@ -264,7 +277,7 @@ def notify_until(line, proc, timeout):
     return False
 
 
-def start(tag):
+def start(tag, foreground=True):
     """Listen on SOCK and start the daemon on the first connection, as
     mistrald.socket and mistrald.service do."""
     log = open(os.path.join(T, "daemon-%s.log" % tag), "wb")
@@ -273,7 +286,8 @@ def start(tag):
     p = subprocess.Popen(
         [SSA, "-l", SOCK, "-E", "NOTIFY_SOCKET=" + NOTIFY,
          "-E", "STATE_DIRECTORY=" + STATE, "-E", "OPENBLAS_NUM_THREADS=1",
-         DAEMON, "--foreground", "--config=" + CONF],
+         DAEMON] + (["--foreground"] if foreground else []) +
+        ["--config=" + CONF],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     procs.append(p)
     end = time.monotonic() + 10
@@ -436,5 +450,38 @@ stopping, rc = stop(p, "2")
 c.close()
 ok(stopping and rc == 0, "the second run stops cleanly too (exit %s)" % rc,
    log_of("2"))
+
+# ---- 4. without --foreground -------------------------------------------
+# The unit passes --foreground, but a socket-activated daemon must not
+# detach even without it: a forked child would not be LISTEN_PID, and the
+# service manager would lose track of the process that serves.
+with open(CONF, "w") as f:
+    f.write("# written by t-activation.sh\nmodel = %s\nlog-level = debug\n"
+            % MODEL)
+del seen[:]
+sender.clear()
+p = start("3", foreground=False)
+c = Conn(SOCK)
+c.send("hello")
+ready = notify_until("READY=1", p, 60)
+ok(ready and p.poll() is None and sender.get("READY=1") == p.pid,
+   "without --foreground the activated process itself serves: READY=1 "
+   "comes from the pid started (%d), which is still running"
+   % p.pid, "READY=1 from pid %s, process %s\n%s"
+   % (sender.get("READY=1"), "running" if p.poll() is None else
+      "exited with %s" % p.returncode, log_of("3")))
+err, res, _ = c.call("session.get", {"session": "kept"})
+ok(err is None and res["turns"] == 2 and "sessions stored in" in log_of("3"),
+   "it serves the same state and logs to standard error",
+   "%r\n%s" % (err, log_of("3")))
+stopping, rc = stop(p, "3")
+c.close()
+ok(stopping and rc == 0, "SIGTERM stops it (exit %s)" % rc, log_of("3"))
+try:
+    Conn(SOCK, timeout=2).close()
+    left = True
+except OSError:
+    left = False
+ok(not left, "and nothing is left serving the socket")
 finish()
 EOF

@@ -6,8 +6,9 @@ restart, gives the same tokens as one that was never interrupted (greedy,
 and sampled with a seed, so the sampler state must survive too), and the
 turn after the restart prefills only the new message.  A model change
 (fingerprint) rebuilds the cache from the transcript and says so.  More
-sessions than the KV budget holds all stay usable.  The database passes
-PRAGMA integrity_check after every stop.
+sessions than the KV budget holds all stay usable.  A reply holding NUL
+bytes is kept whole through session.get, export, the client, kill -9 and
+a restart.  The database passes PRAGMA integrity_check after every stop.
 """
 import os
 import sys
@@ -21,6 +22,7 @@ except ImportError:
     sys.exit(0)
 
 import importlib.util
+import json
 import resource
 import shutil
 import signal
@@ -183,6 +185,96 @@ t.ok(ok and st["memory"]["kv_bytes"] <= 1 << 20,
 c.close()
 rc, _ = d.stop()
 t.ok(rc == 0 and integrity(d.state) == "ok", "budget: clean stop")
+
+# A model can generate a NUL byte (a byte-fallback token <0x00>), and a
+# reply holding one is part of the transcript like any other: session.get,
+# session.export and the client give it back byte for byte, it survives
+# kill -9 right after the result and a restart, and an exported document
+# imports again unchanged.  session.import is the one way to put a chosen
+# reply into a session; only what the model wrote (assistant, completion)
+# may hold a NUL, as chat and generate refuse one in what a person writes.
+def transcript(c, name):
+    """The texts of session.get and of session.export, and the export."""
+    g = c.call("session.get", {"session": name})["messages"]
+    e = c.call("session.export", {"session": name})
+    return [m["text"] for m in g], [m["text"] for m in e["messages"]], e
+
+
+def nul_bytes(d):
+    c = d.client()
+    texts = ["Say something", "a\0b\0\0c", "And then?",
+             "\0 starts with one"]
+    doc = {"format": "mistrald-session", "version": 1, "name": "nul",
+           "messages": [{"role": role, "text": text} for role, text in
+                        zip(["user", "assistant"] * 2, texts)]}
+    try:
+        c.call("session.import", {"document": doc})
+    except rpc.RpcError as e:
+        t.ok(False, "session.import takes a reply holding NUL bytes (%s)"
+             % e)
+        return
+    r, _ = chat(c, "nul", "Go on", PARAMS[0])
+    want = texts + ["Go on", r["text"]]
+    got, exported, _ = transcript(c, "nul")
+    t.ok(got == want and exported == want,
+         "a reply holding NUL bytes: session.get and session.export give "
+         "the whole transcript back")
+    if got != want:
+        t.diag("want %r\ngot  %r" % (want, got))
+    try:
+        bad = dict(doc, messages=[{"role": "user", "text": "a\0b"}])
+        c.call("session.import", {"document": bad, "name": "bad"})
+        refused = False
+    except rpc.RpcError as e:
+        refused = e.code == 4
+    t.ok(refused, "a NUL in what a person wrote (a user message) is "
+         "refused")
+    cli = os.path.join(rpc.builddir(), "client", "mistral")
+    out = subprocess.run([cli, "-s", d.sock, "export", "nul"],
+                         capture_output=True, timeout=30)
+    show = subprocess.run([cli, "-s", d.sock, "show", "nul"],
+                          capture_output=True, timeout=30)
+    try:
+        cli_texts = [m["text"] for m in json.loads(out.stdout)["messages"]]
+    except ValueError:
+        cli_texts = None
+    t.ok(out.returncode == 0 and cli_texts == want
+         and b"a\0b\0\0c" in show.stdout,
+         "mistral export writes it as \\u0000 in JSON, mistral show "
+         "prints the bytes")
+    c.close()
+    d.stop(signal.SIGKILL)      # the result came once the turn was stored
+    db = sqlite3.connect(os.path.join(d.state, "mistrald.db"))
+    rows = db.execute("SELECT typeof(text), text FROM messages WHERE "
+                      "seq = 1").fetchall()
+    db.close()
+    t.ok(rows == [("blob", b"a\0b\0\0c")],
+         "it is stored as a BLOB of its bytes (sqlite3's .dump keeps it "
+         "whole)")
+    d.start()
+    c = d.client()
+    got, exported, e = transcript(c, "nul")
+    t.ok(got == want and exported == want,
+         "after kill -9 and a restart it is all there, byte for byte")
+    c.call("session.import", {"document": e, "name": "again"})
+    got, _, _ = transcript(c, "again")
+    r, _ = chat(c, "again", "More", PARAMS[0])
+    t.ok(got == want and r["finish"] in ("length", "stop"),
+         "the exported document imports again unchanged, and the session "
+         "carries on")
+    c.close()
+    rc, _ = d.stop()
+    t.ok(rc == 0 and integrity(d.state) == "ok", "NUL bytes: clean stop, "
+         "integrity_check ok")
+
+
+sub = os.path.join(tmp, "nul")
+os.makedirs(sub)
+d = rpc.Daemon(sub, model)
+d.start()
+nul_bytes(d)
+if d.alive():
+    d.stop()
 
 # Disk full (a file-size limit): turns still complete, the failure is
 # reported, and once space returns the retries store everything.

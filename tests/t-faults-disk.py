@@ -71,16 +71,18 @@ def integrity():
 
 
 def stored(sid, text, reply):
-    """Is the turn (user text, reply) in the database right now?  The
-    random model can emit a NUL byte, and the transcript keeps a message
-    as a C string, so only the reply up to its first NUL is compared."""
-    reply = reply.split("\0")[0]
+    """Is the turn (user text, reply) in the database right now, whole?
+    The random model can emit a NUL byte; such a text is stored as a BLOB
+    of its UTF-8 bytes."""
     db = sqlite3.connect("file:%s?mode=ro" % os.path.join(state,
                                                           "mistrald.db"),
                          uri=True)
     try:
-        rows = db.execute("SELECT seq, role, text FROM messages WHERE "
-                          "session = ? ORDER BY seq", (sid,)).fetchall()
+        rows = [(seq, role, body.decode() if isinstance(body, bytes)
+                 else body)
+                for seq, role, body in db.execute(
+                    "SELECT seq, role, text FROM messages WHERE "
+                    "session = ? ORDER BY seq", (sid,))]
     finally:
         db.close()
     return any(rows[j][1:] == ("user", text)

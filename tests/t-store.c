@@ -9,7 +9,9 @@
  * is refused; a read-only directory and a full disk fail cleanly and damage
  * nothing; kill -9 in the middle of a snapshot leaves the previous one; the
  * persistence thread saves, loads, retries and flushes through a real uv
- * loop.  With a working lib/kvcache.c and forward pass, a real cache's full
+ * loop; text holding NUL bytes is kept whole; commits leave checkpoints
+ * to the persistence thread, whose WAL stays bounded and empties when
+ * idle.  With a working lib/kvcache.c and forward pass, a real cache's full
  * + incremental chain restores to an identical cache.
  *
  * `t-store --write-fixture DIR` wrote tests/fixtures-store/mistrald-v1.db
@@ -404,6 +406,53 @@ t_sessions(void)
 	free(cause);
 }
 
+/*
+ * A model may generate a NUL byte (a byte-fallback token <0x00>): such a
+ * reply is stored whole, read back whole, copied whole by a fork, and kept
+ * as a BLOB so that sqlite3's .dump keeps it whole too.  s holds session
+ * id with one message (seq 0).
+ */
+static void
+t_messages_nul(const char *dir, struct store *s, const char *id)
+{
+	static const char nul[] = "a\0b\0\0c", lead[] = "\0";
+	struct store_message m[2], *v = NULL;
+	char kid[STORE_ID_SIZE], *cause = NULL, sql[160];
+	size_t n = 0;
+	int rc;
+
+	memset(m, 0, sizeof m);
+	m[0] = (struct store_message){ .seq = 1, .role = "assistant",
+	    .text = (char *)nul, .text_len = sizeof nul - 1 };
+	m[1] = (struct store_message){ .seq = 2, .role = "completion",
+	    .text = (char *)lead, .text_len = sizeof lead - 1 };
+	rc = store_messages_put(s, id, m, 2, &cause);
+	if (rc == 0)
+		rc = store_messages_get(s, id, 1, &v, &n, &cause);
+	t_check(&cause, rc == 0 && n == 2 && v[0].text_len == 6 &&
+	    memcmp(v[0].text, nul, sizeof nul) == 0 && v[1].text_len == 1 &&
+	    memcmp(v[1].text, lead, sizeof lead) == 0,
+	    "text holding NUL bytes reads back byte for byte (%zu and %zu "
+	    "bytes)", n == 2 ? v[0].text_len : 0, n == 2 ? v[1].text_len : 0);
+	store_messages_free(v, n);
+	snprintf(sql, sizeof sql, "SELECT typeof(text) = 'blob' AND"
+	    " hex(text) = '610062000063' FROM messages WHERE session = '%s'"
+	    " AND seq = 1", id);
+	tap_ok(t_sql_int(dir, sql) == 1 && t_sql_int(dir, "SELECT count(*)"
+	    " FROM messages WHERE seq = 0 AND typeof(text) = 'text'") == 1,
+	    "it is stored as a BLOB of its bytes; text without NUL as TEXT");
+	store_new_id(kid);
+	rc = store_session_fork(s, id, kid, 1, NULL, &cause);
+	t_check(&cause, rc == 0 && store_messages_get(s, kid, 1, &v, &n,
+	    &cause) == 0 && n == 2 && v[0].text_len == 6 &&
+	    memcmp(v[0].text, nul, sizeof nul) == 0,
+	    "a fork copies it whole");
+	store_messages_free(v, n);
+	store_session_delete(s, kid, &cause);
+	store_messages_truncate(s, id, 1, &cause);
+	free(cause);
+}
+
 static void
 t_messages(void)
 {
@@ -460,6 +509,7 @@ t_messages(void)
 	    v[0].n_tokens == 0 && v[0].pos == -1,
 	    "a malformed token blob comes back as no tokens");
 	store_messages_free(v, n);
+	t_messages_nul(dir, s, a.id);
 
 	for (n = 0; n < sizeof samp; n++)
 		samp[n] = (unsigned char)(n * 37 + (n == 5 ? 200 : 0));
@@ -904,7 +954,10 @@ t_versions(void)
 			rc = store_messages_get(s, t_fix_id, 0, &m, &n,
 			    &cause);
 			tap_ok(rc == 0 && n == 2 &&
+			    strcmp(m[0].text, "Hello") == 0 &&
+			    m[0].text_len == 5 &&
 			    strcmp(m[1].text, "Hi there") == 0 &&
+			    m[1].text_len == 8 &&
 			    m[1].n_tokens == 3 &&
 			    m[1].tokens[0] == 0x7fffffff && m[1].pos == 3,
 			    "its messages read back");
@@ -1435,6 +1488,177 @@ t_persist_retry(void)
 	free(cause);
 }
 
+/* ---- checkpoints ---------------------------------------------------- */
+
+static int64_t
+t_size(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
+
+static char *
+t_wal(const char *dir)
+{
+	static char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s-wal", dir, STORE_DB_NAME);
+	return path;
+}
+
+/*
+ * A 6 MiB commit: by default SQLite copies the WAL into the database
+ * inside that commit (its caller waits for it); in manual mode it stays in
+ * the WAL until store_checkpoint(), and TRUNCATE empties the WAL file.
+ */
+static void
+t_checkpoint(void)
+{
+	char *dir, *cause = NULL;
+	struct store_session a;
+	struct store_kv_info in = t_info(0, 10), ex = t_info(0, 0);
+	struct t_collect c = { 0 };
+	struct store *s;
+	unsigned char *b = t_bytes(60, 6 << 20);
+	int64_t pending, applied;
+	int rc, manual;
+
+	for (manual = 0; manual <= 1; manual++) {
+		dir = t_dir(manual ? "ckpt-manual" : "ckpt-auto");
+		if ((s = t_open(dir, 1 << 20)) == NULL)
+			break;
+		t_session_init(&a, "big", 1);
+		store_session_create(s, &a, &cause);
+		if (manual)
+			store_wal_manual(s);
+		rc = store_kv_put_buf(s, a.id, &in, b, 6 << 20, NULL, &cause);
+		pending = store_wal_pending(s);
+		if (!manual) {
+			t_check(&cause, rc == 0 && t_size(t_db(dir)) >= 6 << 20,
+			    "by default a 6 MiB commit checkpoints (the "
+			    "database holds %lld bytes when it returns)",
+			    (long long)t_size(t_db(dir)));
+		} else {
+			t_check(&cause, rc == 0 && pending >= 6 << 20 &&
+			    t_size(t_db(dir)) < 1 << 20 &&
+			    t_size(t_wal(dir)) >= 6 << 20, "manual "
+			    "checkpoints: it stays in the WAL (%lld bytes "
+			    "pending, database %lld bytes)",
+			    (long long)pending, (long long)t_size(t_db(dir)));
+			rc = store_checkpoint(s, 0, &cause);
+			t_check(&cause, rc == 0 && store_wal_pending(s) == 0 &&
+			    t_size(t_db(dir)) >= 6 << 20, "a PASSIVE "
+			    "checkpoint copies it into the database");
+			rc = store_checkpoint(s, 1, &cause);
+			t_check(&cause, rc == 0 && t_size(t_wal(dir)) == 0,
+			    "a TRUNCATE checkpoint empties the WAL file");
+			rc = t_load(s, a.id, &ex, &c, &applied, &cause);
+			t_check(&cause, rc == 0 && c.n == 1 &&
+			    t_same(&c, 0, b, 6 << 20) &&
+			    store_integrity_check(s, 1, &cause) == 0,
+			    "and the snapshot reads back whole");
+			t_collect_free(&c);
+		}
+		store_session_clear(&a);
+		store_close(s);
+	}
+	free(b);
+	free(cause);
+}
+
+/* The persistence thread with a queue that never empties: 32 saves of a
+ * 1 MiB snapshot submitted at once, then 3 s of quiet. */
+struct t_walrun {
+	struct persist	*p;
+	const char	*dir;
+	uv_timer_t	 timer;
+	int		 n, ok;
+	int64_t		 wal_busy;	/* WAL file after the last save */
+	int64_t		 wal_idle;	/* after the quiet */
+};
+
+static void
+t_walrun_close_cb(uv_handle_t *h)
+{
+}
+
+static void
+t_walrun_timer_cb(uv_timer_t *h)
+{
+	struct t_walrun *w = h->data;
+
+	w->wal_idle = t_size(t_wal(w->dir));
+	persist_destroy(w->p);
+	uv_close((uv_handle_t *)h, t_walrun_close_cb);
+}
+
+static void
+t_walrun_save_cb(const struct persist_result *r, void *arg)
+{
+	struct t_walrun *w = arg;
+
+	if (r->retrying)
+		return;
+	w->ok += r->rc == 0;
+	if (++w->n < 32)
+		return;
+	w->wal_busy = t_size(t_wal(w->dir));
+	uv_timer_start(&w->timer, t_walrun_timer_cb, 3000, 0);
+}
+
+static void
+t_persist_wal(void)
+{
+	char *dir = t_dir("persist-wal"), *cause = NULL;
+	struct store_options opt = { .chunk_bytes = 256 << 10 };
+	struct store_kv_info ex = t_info(0, 0);
+	struct t_collect c = { 0 };
+	struct store_session a;
+	struct t_walrun w;
+	struct store *s;
+	unsigned char *kv = t_bytes(70, 1 << 20);
+	int64_t applied;
+	uv_loop_t loop;
+	int i, rc;
+
+	memset(&w, 0, sizeof w);
+	w.dir = dir;
+	uv_loop_init(&loop);
+	uv_timer_init(&loop, &w.timer);
+	w.timer.data = &w;
+	if (persist_create(&loop, dir, &opt, &w.p, &cause) != 0) {
+		tap_diag("persist_create: %s", cause != NULL ? cause : "?");
+		free(cause);
+		free(kv);
+		return;
+	}
+	t_session_init(&a, "busy", 7);
+	for (i = 0; i < 32; i++) {
+		kv[0] = (unsigned char)i;
+		persist_submit_save(w.p, t_turn(&a, 0, i + 1, kv, 1 << 20, i),
+		    t_walrun_save_cb, &w);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	tap_ok(w.ok == 32 && w.wal_busy > 0 && w.wal_busy < 20 << 20,
+	    "32 MiB of snapshots with jobs always queued: the WAL stays "
+	    "bounded (%lld bytes at the end)", (long long)w.wal_busy);
+	tap_ok(w.wal_idle == 0, "after 3 s of quiet the WAL file is empty "
+	    "(%lld bytes)", (long long)w.wal_idle);
+	s = t_open(dir, 0);
+	rc = s != NULL ? t_load(s, a.id, &ex, &c, &applied, &cause) : -1;
+	t_check(&cause, rc == 0 && c.n == 1 && applied == 32 &&
+	    t_same(&c, 0, kv, 1 << 20) &&
+	    store_integrity_check(s, 1, &cause) == 0,
+	    "the last snapshot reads back, the database checks out");
+	t_collect_free(&c);
+	store_close(s);
+	store_session_clear(&a);
+	free(kv);
+	free(cause);
+}
+
 /* ---- a real KV cache ------------------------------------------------ */
 
 struct t_kvsave {
@@ -1582,6 +1806,8 @@ main(int argc, char **argv)
 	t_kill9();
 	t_persist();
 	t_persist_retry();
+	t_checkpoint();
+	t_persist_wal();
 	t_real_kv();
 	return tap_done();
 }
