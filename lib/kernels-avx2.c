@@ -1578,7 +1578,7 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->mmq[GGML_TYPE_Q4_K] = quant_avx2_mmq_q4_K;
 	k->mmq[GGML_TYPE_Q5_K] = quant_avx2_mmq_q5_K;
 	k->mmq[GGML_TYPE_Q6_K] = quant_avx2_mmq_q6_K;
-	k->mmq_rows = 4;
+	k->mmq_rows = 1;
 	k->mmq_tile_rows = 2;
 	k->mmq_tile_cols = 4;
 	k->q8x_quantize = quant_avx2_q8x_quantize;
