@@ -1271,10 +1271,13 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 }
 
 /*
- * The tile shapes: one input (decode) takes 4 rows at a time, so four
- * accumulator chains are in flight; more inputs take 2 rows by up to 4
- * inputs (8 accumulators, the most that stay in registers with the
- * operands).  Every shape up to those is instantiated, for the edges.
+ * The tile shapes: one input (decode) takes one row at a time
+ * (mmq_rows = 1): a single stream per thread is what the hardware
+ * prefetcher keeps ahead of, and one accumulator chain per block is fast
+ * enough for memory speed (four rows in lockstep decoded 1.5-2x slower
+ * on Zen 3).  More inputs take 2 rows by up to 4 inputs (8 accumulators,
+ * the most that stay in registers with the operands).  Every shape up
+ * to 4 x 1 and 2 x 4 is instantiated, for the edges and the tests.
  */
 #define QUANT_MMQ_SHAPES(K, w, rs, nr, x, nc, y, ldy, n) do {		\
 	switch ((nr) * 8 + (nc)) {					\
