@@ -437,16 +437,8 @@ fwd_att_block(struct fwd *f, uint32_t layer, const struct fwd_qblock *b,
 		for (i = 0, off = 0; i < ns; off += seg[i++].n)
 			vec_att_scores(q, (int)rep, seg[i].k, seg[i].stride,
 			    seg[i].kt, seg[i].n, (int)hd, sc + off, nv);
-		for (g = 0; g < rep; g++) {
-			float *row = sc + (size_t)g * nv, mx = -INFINITY;
-			int64_t j;
-
-			vec_scale_f32(row, scale, nv);
-			for (j = 0; j < nv; j++)
-				if (row[j] > mx)
-					mx = row[j];
-			vec_scale_f32(row, 1.0f / vec_exp_sum(row, nv, mx), nv);
-		}
+		for (g = 0; g < rep; g++)
+			vec_softmax(sc + (size_t)g * nv, nv, scale);
 		memset(out, 0, (size_t)rep * hd * sizeof *out);
 		for (i = 0, off = 0; i < ns; off += seg[i++].n)
 			vec_att_pv(sc + off, (int)rep, nv, seg[i].v,

@@ -32,6 +32,7 @@
  *    run 2-2.5x the float kernels for Q4_K/Q5_K, 1.3-1.5x for the rest.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -1440,11 +1441,12 @@ quant_avx2_att_scores(const float *q, int nq, const void *k, size_t ks,
 }
 
 /*
- * out[i][d] += sum_j p[i][j] v[j][d] for G heads: each output element is
- * one lane of an accumulator fed key by key in order (fused multiply-add),
- * stored and reloaded between blocks of keys, which changes nothing.  The
- * keys go in blocks so a block's values stay in L1/L2 across the
- * dimension chunks.
+ * out[i][d] += sum_j p[i][j] v[j][d] for G heads (G = 1, 2 or 4): each
+ * output element is one lane of an accumulator fed key by key in order
+ * (fused multiply-add), stored and reloaded between blocks of keys, which
+ * changes nothing.  The keys go in blocks so a block's values stay in
+ * L1/L2 across the dimension chunks; four heads by two chunks of 8 keep 8
+ * accumulators and load 6 operands per 8 multiply-adds.
  */
 #define QUANT_ATT_KBLOCK 128
 
@@ -1455,9 +1457,41 @@ quant_avx2_att_pv_g(const float *p, int64_t ldp, const uint8_t *v, size_t vs,
 	for (int64_t j0 = 0; j0 < nk; j0 += QUANT_ATT_KBLOCK) {
 		int64_t j1 = nk - j0 < QUANT_ATT_KBLOCK ? nk : j0 +
 		    QUANT_ATT_KBLOCK;
+		int d = 0;
 
-		for (int d = 0; d < hd; d += 8) {
-			__m256 acc[8];
+		/* two chunks of 8 per pass: each broadcast of a weight
+		 * feeds two multiply-adds */
+		for (; d + 16 <= hd; d += 16) {
+			__m256 acc[4][2];
+
+			QUANT_UNROLL
+			for (int i = 0; i < g; i++) {
+				acc[i][0] = _mm256_loadu_ps(out + i * hd + d);
+				acc[i][1] = _mm256_loadu_ps(out + i * hd + d + 8);
+			}
+			for (int64_t j = j0; j < j1; j++) {
+				__m256 v0 = quant_avx2_kv8(v + j * vs, d, kt);
+				__m256 v1 = quant_avx2_kv8(v + j * vs, d + 8, kt);
+
+				QUANT_UNROLL
+				for (int i = 0; i < g; i++) {
+					__m256 pb = _mm256_broadcast_ss(p +
+					    i * ldp + j);
+
+					acc[i][0] = _mm256_fmadd_ps(pb, v0,
+					    acc[i][0]);
+					acc[i][1] = _mm256_fmadd_ps(pb, v1,
+					    acc[i][1]);
+				}
+			}
+			QUANT_UNROLL
+			for (int i = 0; i < g; i++) {
+				_mm256_storeu_ps(out + i * hd + d, acc[i][0]);
+				_mm256_storeu_ps(out + i * hd + d + 8, acc[i][1]);
+			}
+		}
+		for (; d < hd; d += 8) {
+			__m256 acc[4];
 
 			QUANT_UNROLL
 			for (int i = 0; i < g; i++)
@@ -1497,7 +1531,18 @@ quant_avx2_att_pv(const float *p, int nq, int64_t ldp, const void *v,
 		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
 		    out + i * hd, g, QUANT_KV_F32);			\
 } while (0)
-	QUANT_ATT_GROUPS(QUANT_ATT_PV);
+	{
+		int i = 0;
+
+		for (; nq - i >= 4; i += 4)
+			QUANT_ATT_PV(4);
+		if (nq - i >= 2) {
+			QUANT_ATT_PV(2);
+			i += 2;
+		}
+		if (nq - i >= 1)
+			QUANT_ATT_PV(1);
+	}
 #undef QUANT_ATT_PV
 }
 
@@ -1531,16 +1576,32 @@ quant_avx2_exp(__m256 x)
 	return _mm256_and_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(ni)), z);
 }
 
-/* s[i] = exp(s[i] - mx) (s[i] <= mx, or -inf), and their sum: 8 lanes in
- * order, then the lanes, then the tail in order. */
-QUANT_AVX2 static float
-quant_avx2_exp_sum(float *s, int64_t n, float mx)
+/*
+ * softmax(scale * s) in place, in three passes: scale and the maximum
+ * (exact, so its order does not matter); exp(s - max) and its sum, 8
+ * lanes in order, then the lanes, then the tail in order; multiply by
+ * 1 / sum.
+ */
+QUANT_AVX2 static void
+quant_avx2_softmax(float *s, int64_t n, float scale)
 {
-	__m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
-	int64_t i = 0;
-	float sum;
+	__m256 vs = _mm256_set1_ps(scale), m8 = _mm256_set1_ps(-INFINITY);
+	__m256 acc = _mm256_setzero_ps(), m, r;
+	int64_t i;
+	float mx, sum;
 
-	for (; i + 8 <= n; i += 8) {
+	for (i = 0; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + i), vs);
+
+		_mm256_storeu_ps(s + i, x);
+		m8 = _mm256_max_ps(m8, x);
+	}
+	mx = quant_avx2_hmax(m8);
+	for (; i < n; i++)
+		if ((s[i] *= scale) > mx)
+			mx = s[i];
+	m = _mm256_set1_ps(mx);
+	for (i = 0; i + 8 <= n; i += 8) {
 		__m256 e = quant_avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(s + i),
 		    m));
 
@@ -1549,12 +1610,15 @@ quant_avx2_exp_sum(float *s, int64_t n, float mx)
 	}
 	sum = quant_avx2_hsum(acc);
 	for (; i < n; i++) {
-		__m256 e = quant_avx2_exp(_mm256_set1_ps(s[i] - mx));
-
-		s[i] = _mm256_cvtss_f32(e);
+		s[i] = _mm256_cvtss_f32(quant_avx2_exp(_mm256_set1_ps(s[i] -
+		    mx)));
 		sum += s[i];
 	}
-	return sum;
+	r = _mm256_set1_ps(1.0f / sum);
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), r));
+	for (; i < n; i++)
+		s[i] *= 1.0f / sum;
 }
 
 void
@@ -1587,7 +1651,7 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->q8x_quantize = quant_avx2_q8x_quantize;
 	k->att_scores = quant_avx2_att_scores;
 	k->att_pv = quant_avx2_att_pv;
-	k->exp_sum = quant_avx2_exp_sum;
+	k->softmax = quant_avx2_softmax;
 	k->dot_f32 = quant_avx2_dot_f32;
 	k->axpy_f32 = quant_avx2_axpy_f32;
 	k->scale_f32 = quant_avx2_scale_f32;

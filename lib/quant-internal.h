@@ -36,7 +36,7 @@
  * 7. The attention kernels keep the same promise for the float part of a
  *    layer: a score is one head's query dotted with one key, a value
  *    element one head's sum over its keys in position order, whatever
- *    number of heads or keys a call covers, and exp_sum depends only on
+ *    number of heads or keys a call covers, and softmax depends only on
  *    its own row.  forward.c calls them per query over exactly the keys
  *    that query sees, so nothing depends on the rest of the batch.
  */
@@ -153,9 +153,9 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		nc <= mmq_tile_cols; each output's arithmetic must not
  *		depend on the shape (DESIGN 6).
  *	q8x_quantize		 quant_q8x_quantize(), bit-identical
- *	att_scores, att_pv, exp_sum
+ *	att_scores, att_pv, softmax
  *		the attention kernels behind vec_att_scores(),
- *		vec_att_pv() and vec_exp_sum() (quant.h; DESIGN 7)
+ *		vec_att_pv() and vec_softmax() (quant.h; DESIGN 7)
  * n is a whole number of blocks; the callers check that.
  */
 struct quant_q8x;
@@ -176,7 +176,7 @@ struct quant_kernels {
 			    size_t, int, int64_t, int, float *, int64_t);
 	void		(*att_pv)(const float *, int, int64_t, const void *,
 			    size_t, int, int64_t, int, float *);
-	float		(*exp_sum)(float *, int64_t, float);
+	void		(*softmax)(float *, int64_t, float);
 	float		(*dot_f32)(const float *, const float *, int64_t);
 	void		(*axpy_f32)(float *, float, const float *, int64_t);
 	void		(*scale_f32)(float *, float, int64_t);

@@ -739,16 +739,20 @@ quant_att_pv_ref(const float *p, int nq, int64_t ldp, const void *v,
 				    quant_kv_at((const char *)v + j * vs, d, kt);
 }
 
-static float
-quant_exp_sum_ref(float *s, int64_t n, float mx)
+static void
+quant_softmax_ref(float *s, int64_t n, float scale)
 {
-	float sum = 0;
+	float mx = -INFINITY, sum = 0;
 
+	for (int64_t i = 0; i < n; i++)
+		if ((s[i] *= scale) > mx)
+			mx = s[i];
 	for (int64_t i = 0; i < n; i++) {
 		s[i] = expf(s[i] - mx);
 		sum += s[i];
 	}
-	return sum;
+	for (int64_t i = 0; i < n; i++)
+		s[i] *= 1.0f / sum;
 }
 
 void
@@ -769,7 +773,7 @@ quant_scalar_fill(struct quant_kernels *k)
 	k->q8x_quantize = quant_q8x_quantize;
 	k->att_scores = quant_att_scores_ref;
 	k->att_pv = quant_att_pv_ref;
-	k->exp_sum = quant_exp_sum_ref;
+	k->softmax = quant_softmax_ref;
 	k->dot_f32 = quant_vec_dot_f32_ref;
 	k->axpy_f32 = quant_vec_axpy_f32_ref;
 	k->scale_f32 = quant_vec_scale_f32_ref;
@@ -1195,8 +1199,8 @@ vec_att_pv(const float *p, int nq, int64_t ldp, const void *v, size_t vs,
 	quant_kernels()->att_pv(p, nq, ldp, v, vs, kt, nk, hd, out);
 }
 
-float
-vec_exp_sum(float *s, int64_t n, float mx)
+void
+vec_softmax(float *s, int64_t n, float scale)
 {
-	return quant_kernels()->exp_sum(s, n, mx);
+	quant_kernels()->softmax(s, n, scale);
 }

@@ -160,7 +160,7 @@ void	 vec_scale_f32(float *y, float a, int64_t n);
  *	vec_att_scores: s[i * lds + j] = q_i . k_j
  *	vec_att_pv:	out[i * hd + d] += sum over j, in order, of
  *			p[i * ldp + j] v_j[d]
- *	vec_exp_sum:	s[i] = exp(s[i] - mx) for i < n; returns their sum
+ *	vec_softmax:	s = softmax(scale * s) over s[0..n-1]
  * Each result depends only on its own inputs, never on nq, nk, the
  * storage or the other rows, so attention split into calls any way gives
  * the same bits (quant-internal.h, DESIGN 7).
@@ -173,6 +173,6 @@ void	 vec_att_scores(const float *q, int nq, const void *k, size_t ks,
 	     int kt, int64_t nk, int hd, float *s, int64_t lds);
 void	 vec_att_pv(const float *p, int nq, int64_t ldp, const void *v,
 	     size_t vs, int kt, int64_t nk, int hd, float *out);
-float	 vec_exp_sum(float *s, int64_t n, float mx);
+void	 vec_softmax(float *s, int64_t n, float scale);
 
 #endif /* QUANT_H */
