@@ -27,6 +27,16 @@
  *    how a sequence is cut into chunks or batched with others.
  * 5. RoPE angles are computed in double from the absolute position, so
  *    positions in the millions keep full float accuracy.
+ * 6. Batch invariance.  Every step of a token's computation depends only
+ *    on that token's own inputs: products with int8 activations sum each
+ *    output in a fixed order (quant-internal.h, DESIGN 6), attention runs
+ *    per query over exactly the keys it sees with kernels whose results
+ *    do not depend on how the work is split (DESIGN 7 there), and the
+ *    rest (norms, RoPE, SwiGLU, residuals, routing) is per token.  With
+ *    quantized weights a token's logits are therefore the same bits in
+ *    any batch and any chunking; F32/F16/BF16 weights take float products
+ *    whose BLAS regime follows the batch size, so they agree within
+ *    rounding (tests/t-swa checks both).
  */
 #include <errno.h>
 #include <math.h>
