@@ -954,16 +954,6 @@ quant_avx2_mmq_q4_0_t(const char *w, size_t rs, const struct quant_q8x *x,
 }
 
 /*
- * Q4_K (five == 0) and Q5_K.  Per super-block and row, the quants are
- * unpacked once into 256 bytes in x's element order and the 8 6-bit
- * scales broadcast to 16-bit lanes, so that for each input
- *	isum = sum_j sc_j sum(q x over sub-block j)
- * is vpmaddubsw then vpmaddwd by the scale (at most 2 * 31 * 127 * 63 per
- * lane and step, 8 steps: far from overflow).  The mins, sum_j m_j s_j,
- * are exact in float (at most 63 * 4064 * 8 < 2^24).  Per block and
- * output: acc = d dx isum + acc, then acc = -(dmin dx) (m s) + acc.
- */
-/*
  * One row's block i times one input, accumulated (the single-input case
  * of quant_avx2_mmq_k45_t(), with the same float arithmetic): the quants
  * go from the block to vpmaddubsw without a trip through memory, which
@@ -1027,6 +1017,16 @@ quant_avx2_k45_one(const char *row, int64_t i, const struct quant_q8x *x,
 	    _mm256_mul_ps(mins, xs), acc);
 }
 
+/*
+ * Q4_K (five == 0) and Q5_K.  Per super-block and row, the quants are
+ * unpacked once into 256 bytes in x's element order and the 8 6-bit
+ * scales broadcast to 16-bit lanes, so that for each input
+ *	isum = sum_j sc_j sum(q x over sub-block j)
+ * is vpmaddubsw then vpmaddwd by the scale (at most 2 * 31 * 127 * 63 per
+ * lane and step, 8 steps: far from overflow).  The mins, sum_j m_j s_j,
+ * are exact in float (at most 63 * 4064 * 8 < 2^24).  Per block and
+ * output: acc = d dx isum + acc, then acc = -(dmin dx) (m s) + acc.
+ */
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc,
@@ -1143,12 +1143,6 @@ quant_avx2_mmq_q5_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, 1);
 }
 
-/*
- * Q6_K: the quants minus 32, signed, go in as |q| with their sign moved
- * onto x; the pairs' 16-bit sums are multiplied by the two sub-blocks'
- * int8 scales on the way to 32 bits (at most 8128 * 2 * 128 per lane and
- * step, 8 steps), leaving one float scale per block: d times dx.
- */
 /* One row's block i times one input, accumulated: the single-input case
  * of quant_avx2_mmq_q6_K_t() (same float arithmetic), unpacking each 32
  * quants in registers as quant_avx2_q6_K_unpack() does. */
@@ -1199,6 +1193,12 @@ quant_avx2_q6_K_one(const char *row, int64_t i, const struct quant_q8x *x,
 	    _mm256_set1_ps(x->d[i])), _mm256_cvtepi32_ps(is), acc);
 }
 
+/*
+ * Q6_K: the quants minus 32, signed, go in as |q| with their sign moved
+ * onto x; the pairs' 16-bit sums are multiplied by the two sub-blocks'
+ * int8 scales on the way to 32 bits (at most 8128 * 2 * 128 per lane and
+ * step, 8 steps), leaving one float scale per block: d times dx.
+ */
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc)
