@@ -13,25 +13,17 @@ so the aggregate should grow with the number of sessions.
 import os
 import sys
 
-try:
-    import msgpack  # noqa: F401
-except ImportError:
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    print("bench-daemon: python3-msgpack is not installed", file=sys.stderr)
-    sys.exit(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testboot  # noqa: E402
 
-import importlib.util
+testboot.need_msgpack("bench-daemon")
+
 import json
 import shutil
 import threading
 import time
 
-spec = importlib.util.spec_from_file_location(
-    "rpc", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                        "t-daemon_rpc.py"))
-rpc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rpc)
+rpc = testboot.load("rpc", "t-daemon_rpc.py")
 
 TOKENS = int(os.environ.get("BENCH_DAEMON_TOKENS", "48"))
 

@@ -451,17 +451,6 @@ main(void)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	quick = getenv("BENCH_QUICK") != NULL;
-	if (getenv("BENCH_PREPARE") != NULL) {
-		char path[1024];
-
-		mkdir(dir != NULL ? dir : "/var/tmp/mistrald-bench", 0755);
-		for (i = 0; i < sizeof rows / sizeof rows[0]; i++)
-			if (wanted(rows[i].name) && ensure_model(&rows[i], dir !=
-			    NULL ? dir : "/var/tmp/mistrald-bench", path,
-			    sizeof path) != 0)
-				return 1;
-		return 0;
-	}
 	threads = getenv("BENCH_THREADS") ? atoi(getenv("BENCH_THREADS")) :
 	    (int)(nproc > 0 ? nproc : 1);
 	if (dir == NULL)
@@ -469,6 +458,15 @@ main(void)
 	if (jpath == NULL)
 		jpath = "bench.json";
 	mkdir(dir, 0755);
+	if (getenv("BENCH_PREPARE") != NULL) {
+		char path[1024];
+
+		for (i = 0; i < sizeof rows / sizeof rows[0]; i++)
+			if (wanted(rows[i].name) && ensure_model(&rows[i], dir,
+			    path, sizeof path) != 0)
+				return 1;
+		return 0;
+	}
 	quant_init();
 	loadavg(la0, sizeof la0);
 	pool_create(threads, &p);

@@ -13,17 +13,15 @@ Exit status 0 when every request succeeded and every reply matched.
 Uses python3-msgpack only (tests/t-daemon_rpc.py's client).
 """
 import argparse
-import importlib.util
 import os
 import sys
 import threading
 import time
 
-spec = importlib.util.spec_from_file_location(
-    "rpc", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                        "t-daemon_rpc.py"))
-rpc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rpc)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testboot  # noqa: E402
+
+rpc = testboot.load("rpc", "t-daemon_rpc.py")
 
 TEXTS = ["Hello there", "What happened next?", "Tell me about the sea",
          "Why?", "And the little dog?", "Go on"]

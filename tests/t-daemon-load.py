@@ -10,31 +10,16 @@ same against any running daemon.
 import os
 import sys
 
-try:
-    import msgpack  # noqa: F401
-except ImportError:
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    print("1..0 # SKIP python3-msgpack is not installed")
-    sys.exit(0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testboot  # noqa: E402
 
-import importlib.util
+testboot.need_msgpack()
+
 import shutil
 import signal
 
-here = os.path.dirname(os.path.abspath(__file__))
-
-
-def load(name, file):
-    spec = importlib.util.spec_from_file_location(name,
-                                                  os.path.join(here, file))
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
-
-
-rpc = load("rpc", "t-daemon_rpc.py")
-loadgen = load("loadgen", "loadgen.py")
+rpc = testboot.load("rpc", "t-daemon_rpc.py")
+loadgen = testboot.load("loadgen", "loadgen.py")
 
 LONG = os.environ.get("MISTRALD_LONG", "") not in ("", "0")
 CLIENTS, TURNS, TOKENS = (64, 5, 32) if LONG else (16, 3, 24)

@@ -11,24 +11,16 @@ detokenize, fork, export/import, delete, status.
 import os
 import sys
 
-try:
-    import msgpack  # noqa: F401
-except ImportError:
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    print("1..0 # SKIP python3-msgpack is not installed")
-    sys.exit(0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testboot  # noqa: E402
 
-import importlib.util
+testboot.need_msgpack()
+
 import shutil
 import subprocess
 import threading
 
-spec = importlib.util.spec_from_file_location(
-    "rpc", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                        "t-daemon_rpc.py"))
-rpc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rpc)
+rpc = testboot.load("rpc", "t-daemon_rpc.py")
 
 t = rpc.Tap()
 signal_alarm = __import__("signal")
