@@ -121,8 +121,9 @@ struct fwd {
 /*
  * Matrix products, possibly several sharing one input (Q, K and V; gate
  * and up), as one pool job: the rows of all the matrices are cut into
- * items of whole 4-row groups, a few per thread, so that a thread the
- * kernel has preempted holds up at most one item.
+ * items of whole 8-row groups, a few per thread, so that a thread the
+ * kernel has preempted holds up at most one item.  Items are whole groups
+ * of 8 rows, so a packed matrix (quant.h) is never cut inside a group.
  */
 #define FWD_MM_MAX 3
 
@@ -153,6 +154,11 @@ fwd_matmul_cb(void *arg, long item, int ith)
 	w = j->w[m];
 	r0 = (item - j->first[m]) * j->per[m];
 	r1 = r0 + j->per[m] < w->rows ? r0 + j->per[m] : w->rows;
+	if (j->act[m] != NULL && w->packed != NULL) {
+		quant_matmul_packed(w->type, w->packed, w->rows, w->cols,
+		    j->act[m], j->y[m], w->rows, r0, r1);
+		return;
+	}
 	if (j->act[m] != NULL) {
 		quant_matmul_act(w->type, w->data, w->rows, w->cols, j->act[m],
 		    j->y[m], w->rows, r0, r1);
@@ -232,7 +238,7 @@ fwd_matmul_n(struct fwd *f, int n_mats, const struct mtensor *const *w,
 		items = rows / 16 < target ? rows / 16 : target;
 		if (items < 1)
 			items = 1;
-		j.per[i] = ((rows + items - 1) / items + 3) & ~3L;
+		j.per[i] = ((rows + items - 1) / items + 7) & ~7L;
 		j.w[i] = w[i];
 		j.y[i] = y[i];
 		j.first[i + 1] = j.first[i] + (rows + j.per[i] - 1) / j.per[i];

@@ -13,10 +13,12 @@
 #include "model.h"
 #include "quant.h"
 
-/* A 2-D weight matrix in the mapping: rows of `cols` elements. */
+/* A 2-D weight matrix: rows of `cols` elements, in the file mapping or in
+ * the model's weight memory (model.c, DESIGN 1). */
 struct mtensor {
 	enum ggml_type	 type;
 	const void	*data;
+	const void	*packed;	/* quant_pack()ed copy, or NULL */
 	int64_t		 rows;		/* ne[1] */
 	int64_t		 cols;		/* ne[0] */
 	size_t		 row_size;	/* bytes per row */
@@ -57,6 +59,9 @@ struct model {
 	struct mtensor		 output;	/* (n_vocab, dim); may alias
 						   tok_embd when tied */
 	struct layer		*layers;	/* n_layers */
+	void			*wmem;		/* weight memory (mmap) */
+	size_t			 wmem_len;
+	int			 packed;	/* some matrix is packed */
 };
 
 /*

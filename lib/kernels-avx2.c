@@ -1308,6 +1308,126 @@ QUANT_MMQ_ENTRY(q4_K)
 QUANT_MMQ_ENTRY(q5_K)
 QUANT_MMQ_ENTRY(q6_K)
 
+/*
+ * Packed Q8_0 and Q4_0 (quant-internal.h, DESIGN 8): 8 rows by nc inputs.
+ * Lane r of every vector below belongs to row r.  Per block, a piece of 4
+ * activation bytes is broadcast to all lanes and multiplied with the 4
+ * quants each row has at that place; the lanes' integer sums are then
+ * scaled with one multiply-add, exactly as quant_mmqp_ref() does per row.
+ * Q4_0 keeps its sums in 16 bits until the block ends (8 products of
+ * pairs, at most 8 * 2 * 15 * 127 = 30480); Q8_0's pairs reach 2 * 128 *
+ * 127, so they widen to 32 bits at each piece.
+ */
+#define QUANT_MMQP_NC	4
+
+QUANT_MMQ_KERNEL __m256i
+quant_avx2_bcast4(const int8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, 4);
+	return _mm256_set1_epi32(v);
+}
+
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nc, const int q4)
+{
+	const size_t bs = q4 ? sizeof(struct block_q4_0x8) :
+	    sizeof(struct block_q8_0x8);
+	const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xf);
+	__m256 acc[QUANT_MMQP_NC];
+	__m256i isum[QUANT_MMQP_NC];
+
+	QUANT_UNROLL
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QK8_0; i++, g += bs) {
+		const uint8_t *qs = (const uint8_t *)g + 2 * QUANT_PACK_ROWS;
+		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			isum[c] = _mm256_setzero_si256();
+		if (q4) {
+			QUANT_UNROLL
+			for (int k = 0; k < 4; k++) {
+				__m256i v = _mm256_loadu_si256((const __m256i *)
+				    (qs + 32 * k));
+				__m256i lo = _mm256_and_si256(v, m4);
+				__m256i hi = _mm256_and_si256(
+				    _mm256_srli_epi16(v, 4), m4);
+
+				QUANT_UNROLL
+				for (int c = 0; c < nc; c++) {
+					const int8_t *xq = x[c].q + QK8_0 * i +
+					    4 * k;
+
+					isum[c] = _mm256_add_epi16(isum[c],
+					    _mm256_add_epi16(
+					    _mm256_maddubs_epi16(lo,
+					    quant_avx2_bcast4(xq)),
+					    _mm256_maddubs_epi16(hi,
+					    quant_avx2_bcast4(xq + 16))));
+				}
+			}
+			QUANT_UNROLL
+			for (int c = 0; c < nc; c++)
+				isum[c] = _mm256_sub_epi32(_mm256_madd_epi16(
+				    isum[c], ones), _mm256_set1_epi32(8 *
+				    x[c].s[i]));
+		} else {
+			QUANT_UNROLL
+			for (int k = 0; k < 8; k++) {
+				__m256i v = _mm256_loadu_si256((const __m256i *)
+				    (qs + 32 * k));
+				__m256i u = _mm256_abs_epi8(v);
+
+				QUANT_UNROLL
+				for (int c = 0; c < nc; c++)
+					isum[c] = _mm256_add_epi32(isum[c],
+					    _mm256_madd_epi16(
+					    _mm256_maddubs_epi16(u,
+					    _mm256_sign_epi8(quant_avx2_bcast4(
+					    x[c].q + QK8_0 * i + 4 * k), v)),
+					    ones));
+			}
+		}
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),
+			    _mm256_mul_ps(dw, _mm256_set1_ps(x[c].d[i])),
+			    acc[c]);
+	}
+	QUANT_UNROLL
+	for (int c = 0; c < nc; c++) {
+		float o[QUANT_PACK_ROWS];
+
+		if (nr == QUANT_PACK_ROWS) {
+			_mm256_storeu_ps(y + c * ldy, acc[c]);
+			continue;
+		}
+		_mm256_storeu_ps(o, acc[c]);
+		memcpy(y + c * ldy, o, (size_t)nr * sizeof(float));
+	}
+}
+
+#define QUANT_MMQP_ENTRY(type, q4)					\
+QUANT_AVX2 static void							\
+quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
+    int nc, float *y, int64_t ldy, int64_t n)				\
+{									\
+	switch (nc) {							\
+	case 1: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 1, q4); break;	\
+	case 2: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 2, q4); break;	\
+	case 3: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 3, q4); break;	\
+	case 4: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 4, q4); break;	\
+	}								\
+}
+
+QUANT_MMQP_ENTRY(q8_0, 0)
+QUANT_MMQP_ENTRY(q4_0, 1)
+
 /* ---- attention (quant-internal.h, DESIGN 7) ------------------------ */
 
 /* Elements d..d+7 of a key or value row stored as kt (QUANT_KV_*, quant.h):
@@ -1646,6 +1766,9 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->mmq_rows = 1;
 	k->mmq_tile_rows = 2;
 	k->mmq_tile_cols = 4;
+	k->mmqp[GGML_TYPE_Q8_0] = quant_avx2_mmqp_q8_0;
+	k->mmqp[GGML_TYPE_Q4_0] = quant_avx2_mmqp_q4_0;
+	k->mmqp_cols = QUANT_MMQP_NC;
 	k->q8x_quantize = quant_avx2_q8x_quantize;
 	k->att_scores = quant_avx2_att_scores;
 	k->att_pv = quant_avx2_att_pv;

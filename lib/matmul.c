@@ -200,6 +200,47 @@ quant_matmul_act(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
 	quant_mm_tiles(k, t, w, rs, a, 0, a->n, y, ldy, r0, r1);
 }
 
+/*
+ * Packed matrices (quant.h): one input walks the groups of 8 rows in
+ * order, a single stream through memory; more take tiles of 8 rows by up
+ * to mmqp_cols inputs over blocks of QUANT_MM_CBLOCK inputs, as above.
+ */
+void
+quant_matmul_packed(enum ggml_type t, const void *p, int64_t rows,
+    int64_t cols, const struct quant_act *a, float *y, int64_t ldy,
+    int64_t r0, int64_t r1)
+{
+	const struct quant_kernels *k = quant_kernels();
+	struct quant_q8x qx[QUANT_MM_CBLOCK];
+	size_t gs = QUANT_PACK_ROWS * quant_row_size(t, cols);
+	int64_t tc;
+
+	if (!quant_packable(t, cols) || k->mmqp[t] == NULL ||
+	    a->cols != cols || a->n <= 0 || a->fmt != QUANT_ACT_Q8_0 ||
+	    r0 < 0 || r0 % QUANT_PACK_ROWS != 0 || r1 > rows || r0 >= r1 ||
+	    (a->n > 1 && ldy < r1))
+		return;
+	tc = k->mmqp_cols;
+	for (int64_t cb = 0; cb < a->n; cb += QUANT_MM_CBLOCK) {
+		int64_t ce = a->n - cb < QUANT_MM_CBLOCK ? a->n : cb +
+		    QUANT_MM_CBLOCK;
+
+		for (int64_t c = cb; c < ce; c++)
+			qx[c - cb] = quant_act_at(a, c);
+		for (int64_t r = r0; r < r1; r += QUANT_PACK_ROWS) {
+			const char *g = (const char *)p + (size_t)(r /
+			    QUANT_PACK_ROWS) * gs;
+			int nr = (int)(r1 - r < QUANT_PACK_ROWS ? r1 - r :
+			    QUANT_PACK_ROWS);
+
+			for (int64_t c = cb; c < ce; c += tc)
+				k->mmqp[t](g, nr, qx + (c - cb),
+				    (int)(ce - c < tc ? ce - c : tc),
+				    y + c * ldy + r, ldy, cols);
+		}
+	}
+}
+
 size_t
 quant_matmul_scratch(enum ggml_type t, int64_t cols, int64_t nrows)
 {

@@ -5,18 +5,45 @@
  * Hyperparameters come from the llama.* keys as llama.cpp writes them; every
  * tensor the architecture needs is looked up, its type checked against what
  * quant.c computes with, and its shape checked against the hyperparameters
- * before anything reads it.  Weights stay in the read-only mapping; only the
- * small norm vectors and the MoE router are converted to owned f32 arrays.
- * Mixtral experts are accepted in both layouts seen in the wild: merged
- * 3-D blk.N.ffn_{gate,up,down}_exps and older per-expert blk.N.ffn_*.E.
+ * before anything reads it.  The small norm vectors and the MoE router are
+ * converted to owned f32 arrays.  Mixtral experts are accepted in both
+ * layouts seen in the wild: merged 3-D blk.N.ffn_{gate,up,down}_exps and
+ * older per-expert blk.N.ffn_*.E.
+ *
+ * DESIGN
+ *
+ * 1. Weight memory.  Everything the forward pass reads of the weights
+ *    (the matrices and the embedding rows) is copied at load out of the
+ *    file mapping into one anonymous region that asks for 2 MiB pages,
+ *    Q8_0 and Q4_0 matrices packed for 8-row kernels on the way (quant.h)
+ *    when int8 activations are on.  Decode streams every weight once per
+ *    token: with 4 KiB file pages the walk costs a TLB miss every few
+ *    rows, and a Mixtral expert first chosen late faults its pages in one
+ *    by one in the middle of a reply.  Measured on the bench machine (Zen
+ *    3, 2 threads): TinyLlama Q8_0 decode 15.7 -> 17.6 tok/s from the copy
+ *    alone, 23-24 packed.  The copy runs on all CPUs (0.5 s for 1.1 GB
+ *    from the page cache, 1.5 s for Mistral 7B Q4_0); the copied ranges of
+ *    the mapping are then dropped from the process (MADV_DONTNEED: a
+ *    private file mapping faults back from the page cache), so memory is
+ *    counted once, and the region is made read-only.  A running model then
+ *    no longer depends on the file: truncating or rewriting it cannot
+ *    reach the forward pass (model_weights_mapped()).  Only the reference
+ *    path and a packed matrix's float fallback still read the mapping.
+ *    MISTRAL_REPACK=0 keeps every weight in the mapping instead (no copy
+ *    at start, pages shared with other processes mapping the file); if
+ *    the region cannot be had, the model runs from the mapping too.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "tokenizer.h"
@@ -406,6 +433,199 @@ model_count(struct model *m)
 	snprintf(m->file_type, sizeof m->file_type, "%s", s);
 }
 
+/* ---- weight memory (DESIGN 1) --------------------------------------- */
+
+#define MODEL_HUGE_PAGE	((size_t)2 << 20)
+
+/* Whether t is packed: a packable type that takes int8 activations (so
+ * not with MISTRAL_ACT_Q8=0, which keeps the float products). */
+static int
+model_packs(const struct mtensor *t)
+{
+	return quant_packable(t->type, t->cols) &&
+	    quant_act_fmt(t->type, t->cols) != QUANT_ACT_NONE;
+}
+
+/* Everything of the weights the forward pass reads from the file: the
+ * matrices, the embeddings (their rows), and a tied output once more when
+ * it is packed (else it shares the embeddings' copy): *n of them in a
+ * calloc()ed array, or NULL. */
+static struct mtensor **
+model_matrices(struct model *m, size_t *n)
+{
+	size_t cap = (size_t)m->hp.n_layers * (7 + 3 * (size_t)m->hp.n_experts)
+	    + 2, k = 0;
+	struct mtensor **v = calloc(cap, sizeof *v);
+
+	if (v == NULL)
+		return NULL;
+	for (uint32_t i = 0; i < m->hp.n_layers; i++) {
+		struct layer *ly = &m->layers[i];
+
+		v[k++] = &ly->wq;
+		v[k++] = &ly->wk;
+		v[k++] = &ly->wv;
+		v[k++] = &ly->wo;
+		v[k++] = &ly->w_gate;
+		v[k++] = &ly->w_up;
+		v[k++] = &ly->w_down;
+		for (uint32_t e = 0; e < m->hp.n_experts; e++) {
+			v[k++] = &ly->e_gate[e];
+			v[k++] = &ly->e_up[e];
+			v[k++] = &ly->e_down[e];
+		}
+	}
+	v[k++] = &m->tok_embd;
+	if (m->output.data != m->tok_embd.data || model_packs(&m->output))
+		v[k++] = &m->output;
+	*n = k;
+	return v;
+}
+
+/* The embeddings are read by rows, never packed. */
+#define MODEL_PACKS(m, t) ((t) != &(m)->tok_embd && model_packs(t))
+
+/* Bytes t takes in weight memory, packed or not, a multiple of 64. */
+static size_t
+model_copy_size(const struct mtensor *t, int pack)
+{
+	size_t n;
+
+	if (t->data == NULL)
+		return 0;
+	n = pack ? quant_pack_size(t->type, t->rows, t->cols) :
+	    t->row_size * (size_t)t->rows;
+	return (n + 63) & ~(size_t)63;
+}
+
+/* Give back the whole pages of [p, p + len) in the file mapping. */
+static void
+model_drop_pages(const void *p, size_t len)
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+	uintptr_t b = ((uintptr_t)p + len) & ~(pg - 1);
+
+	if (b > a)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Rows per work item of the copy, a multiple of 8 so that items never
+ * share a packed group; the start-up copy runs on up to 8 threads. */
+#define MODEL_COPY_ROWS		256
+#define MODEL_COPY_THREADS	8
+
+struct model_copy_item {
+	struct mtensor		*t;
+	uint8_t			*dst;	/* t's place in weight memory */
+	int64_t			 r0, r1;
+	int			 pack;
+};
+
+struct model_copy {
+	struct model_copy_item	*items;
+	size_t			 n;
+	atomic_size_t		 next;
+};
+
+static void *
+model_copy_main(void *arg)
+{
+	struct model_copy *c = arg;
+	size_t i;
+
+	while ((i = atomic_fetch_add(&c->next, 1)) < c->n) {
+		const struct model_copy_item *it = &c->items[i];
+		const struct mtensor *t = it->t;
+		size_t off = (size_t)it->r0 * t->row_size;
+		size_t len = (size_t)(it->r1 - it->r0) * t->row_size;
+		const uint8_t *src = (const uint8_t *)t->data + off;
+
+		if (it->pack)
+			quant_pack(t->type, src, it->r1 - it->r0, t->cols,
+			    it->dst + off);
+		else
+			memcpy(it->dst + off, src, len);
+		model_drop_pages(src, len);
+	}
+	return NULL;
+}
+
+static void
+model_copy_weights(struct model *m)
+{
+	const char *env = getenv("MISTRAL_REPACK");
+	struct model_copy c = { NULL, 0, 0 };
+	pthread_t th[MODEL_COPY_THREADS];
+	struct mtensor **v;
+	size_t n, i, total = 0, off = 0;
+	long nt = sysconf(_SC_NPROCESSORS_ONLN), started = 0;
+	int tied = m->output.data == m->tok_embd.data;
+	uint8_t *base;
+	void *map;
+
+	if (env != NULL && strcmp(env, "0") == 0)
+		return;
+	if ((v = model_matrices(m, &n)) == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		total += model_copy_size(v[i], MODEL_PACKS(m, v[i]));
+		if (v[i]->data != NULL)
+			c.n += (size_t)((v[i]->rows + MODEL_COPY_ROWS - 1) /
+			    MODEL_COPY_ROWS);
+	}
+	map = total == 0 ? MAP_FAILED : mmap(NULL, total + MODEL_HUGE_PAGE,
+	    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED ||
+	    (c.items = calloc(c.n, sizeof *c.items)) == NULL) {
+		if (map != MAP_FAILED)
+			munmap(map, total + MODEL_HUGE_PAGE);
+		free(v);
+		return;
+	}
+	base = (uint8_t *)(((uintptr_t)map + MODEL_HUGE_PAGE - 1) &
+	    ~(uintptr_t)(MODEL_HUGE_PAGE - 1));
+	madvise(base, total, MADV_HUGEPAGE);
+	c.n = 0;
+	for (i = 0; i < n; i++) {
+		if (v[i]->data == NULL)
+			continue;
+		for (int64_t r = 0; r < v[i]->rows; r += MODEL_COPY_ROWS)
+			c.items[c.n++] = (struct model_copy_item){ v[i],
+			    base + off, r, r + MODEL_COPY_ROWS < v[i]->rows ?
+			    r + MODEL_COPY_ROWS : v[i]->rows,
+			    MODEL_PACKS(m, v[i]) };
+		off += model_copy_size(v[i], MODEL_PACKS(m, v[i]));
+	}
+	if (nt > MODEL_COPY_THREADS)
+		nt = MODEL_COPY_THREADS;
+	while (started < nt - 1 && pthread_create(&th[started], NULL,
+	    model_copy_main, &c) == 0)
+		started++;
+	model_copy_main(&c);
+	while (started > 0)
+		pthread_join(th[--started], NULL);
+	/* every thread is done with the old pointers */
+	for (i = 0; i < c.n; i++) {
+		struct mtensor *t = c.items[i].t;
+
+		if (c.items[i].r0 != 0)
+			continue;
+		if (c.items[i].pack) {
+			t->packed = c.items[i].dst;
+			m->packed = 1;
+		} else
+			t->data = c.items[i].dst;
+	}
+	if (tied)
+		m->output.data = m->tok_embd.data;
+	mprotect(base, total, PROT_READ);
+	m->wmem = map;
+	m->wmem_len = total + MODEL_HUGE_PAGE;
+	free(c.items);
+	free(v);
+}
+
 int
 model_load(const char *path, struct model **out, char *err, size_t errlen)
 {
@@ -463,6 +683,7 @@ model_load(const char *path, struct model **out, char *err, size_t errlen)
 			goto fail;
 	model_count(m);
 	model_compute_fingerprint(m);
+	model_copy_weights(m);
 	*out = m;
 	return 0;
 fail:
@@ -491,6 +712,8 @@ model_free(struct model *m)
 		free(m->layers);
 	}
 	free(m->output_norm);
+	if (m->wmem != NULL)
+		munmap(m->wmem, m->wmem_len);
 	tokenizer_free(m->tok);
 	gguf_close(m->gguf);
 	free(m->name);
@@ -550,6 +773,12 @@ uint64_t
 model_weight_bytes(const struct model *m)
 {
 	return m->weight_bytes;
+}
+
+int
+model_weights_mapped(const struct model *m)
+{
+	return m->wmem == NULL;
 }
 
 uint64_t
@@ -633,11 +862,14 @@ model_summary(const struct model *m, uint32_t window, uint32_t n_global,
 	    "experts:      %s\n"
 	    "context:      %u trained, %s\n"
 	    "window:       W = %u, %u global tokens, %s mode\n"
-	    "memory:       %s of weights (mapped), %s of KV cache per "
+	    "memory:       %s of weights (%s), %s of KV cache per "
 	    "session\n"
 	    "fingerprint:  %016" PRIx64 "\n",
 	    m->name, m->path, params, m->file_type, hp->dim, hp->n_layers,
 	    hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->ffn_dim,
 	    hp->n_vocab, experts, hp->ctx_len, swa, w, n_global,
-	    exact ? "exact" : "evicting", wbytes, kvb, m->fingerprint);
+	    exact ? "exact" : "evicting", wbytes, m->wmem == NULL ?
+	    "mapped from the file" : m->packed ? "copied to memory, "
+	    "Q8_0/Q4_0 packed" : "copied to memory",
+	    kvb, m->fingerprint);
 }

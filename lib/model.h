@@ -3,7 +3,8 @@
  * "llama") and the batched forward pass over it.
  *
  * A struct model is immutable after model_load() and may be shared by any
- * number of threads; the weights stay in the read-only file mapping.  All
+ * number of threads; its weights are copied into memory at load, Q8_0 and
+ * Q4_0 ones packed for the fast kernels (model.c, DESIGN 1).  All
  * per-sequence state lives in struct kvcache (kvcache.h), and all scratch
  * space in struct fwd, so one model serves many sequences.
  *
@@ -66,6 +67,11 @@ const char *model_file_type(const struct model *m); /* e.g. "Q4_K_M" */
 const char *model_path(const struct model *m);
 uint64_t model_n_params(const struct model *m);
 uint64_t model_weight_bytes(const struct model *m);
+/* 1 when the forward pass reads weights from the file mapping
+ * (MISTRAL_REPACK=0, or the memory for the copy could not be had), so
+ * that a change to the file on disk reaches it; 0 when every weight it
+ * reads was copied into memory at load. */
+int	 model_weights_mapped(const struct model *m);
 /* 64-bit fingerprint of the hyperparameters, tensor table and a sample of
  * every tensor's bytes: equal for the same file, different after any
  * requantisation or re-conversion.  Printed as 16 hex digits. */

@@ -39,6 +39,18 @@
  *    number of heads or keys a call covers, and softmax depends only on
  *    its own row.  forward.c calls them per query over exactly the keys
  *    that query sees, so nothing depends on the rest of the batch.
+ * 8. Packed Q8_0 and Q4_0 (quant.h): groups of 8 rows whose quants are
+ *    interleaved 4 bytes at a time (struct block_q8_0x8, block_q4_0x8).
+ *    One 32-byte load then carries 4 quants of each row, multiplied by
+ *    the same 4 activation bytes broadcast to every lane, so the integer
+ *    sums of the 8 rows build up in the 8 lanes of one vector with no
+ *    horizontal sum, and one conversion and one multiply-add per block
+ *    serve 8 rows.  The definition of an output is scalar: the block's
+ *    exact integer sum, then acc = fmaf(isum, d_w * d_x, acc) in block
+ *    order.  A SIMD lane does exactly that, so the scalar and the AVX2
+ *    kernels give the same bits, whatever the batch.  This is what makes
+ *    decode of these types reach memory speed (fewer instructions per
+ *    byte) and batched products 1.5-2x faster than per-row tiles.
  */
 #ifndef QUANT_INTERNAL_H
 #define QUANT_INTERNAL_H
@@ -118,6 +130,27 @@ struct block_q6_K {
 _Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K size");
 
 /*
+ * Packed groups of 8 rows (DESIGN 8), one per block column: the 8 rows'
+ * scales, then byte 4k + e of row r's quants at qs[32k + 4r + e] (k < 8
+ * for Q8_0, k < 4 for Q4_0, e < 4).  A group of 8 rows of n elements is
+ * n / 32 of these, one after the other; rows past the matrix's last are
+ * zeros.
+ */
+#define QUANT_PACK_ROWS	8
+
+struct block_q8_0x8 {
+	uint16_t	 d[QUANT_PACK_ROWS];
+	int8_t		 qs[QUANT_PACK_ROWS * QK8_0];
+};
+_Static_assert(sizeof(struct block_q8_0x8) == 8 * 34, "block_q8_0x8 size");
+
+struct block_q4_0x8 {
+	uint16_t	 d[QUANT_PACK_ROWS];
+	uint8_t		 qs[QUANT_PACK_ROWS * QK4_0 / 2];
+};
+_Static_assert(sizeof(struct block_q4_0x8) == 8 * 18, "block_q4_0x8 size");
+
+/*
  * The j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K block: the first
  * four are the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); the last
  * four take their low 4 bits from the nibbles of bytes 8-11 and their top
@@ -152,6 +185,10 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		nr <= mmq_rows with nc == 1, and nr <= mmq_tile_rows with
  *		nc <= mmq_tile_cols; each output's arithmetic must not
  *		depend on the shape (DESIGN 6).
+ *	mmqp[t](g, nr, x, nc, y, ldy, n)
+ *		packed Q8_0 and Q4_0 (DESIGN 8): y[c * ldy + r] = row r of
+ *		the group of 8 at g times x[c], for r < nr and c < nc <=
+ *		mmqp_cols; bit-identical on every table.
  *	q8x_quantize		 quant_q8x_quantize(), bit-identical
  *	att_scores, att_pv, softmax
  *		the attention kernels behind vec_att_scores(),
@@ -170,6 +207,10 @@ struct quant_kernels {
 			    const struct quant_q8x *, int, float *, int64_t,
 			    int64_t);
 	int		 mmq_rows, mmq_tile_rows, mmq_tile_cols;
+	void		(*mmqp[GGML_TYPE_COUNT])(const void *, int,
+			    const struct quant_q8x *, int, float *, int64_t,
+			    int64_t);
+	int		 mmqp_cols;
 	void		(*q8x_quantize)(const float *, int64_t, int, int8_t *,
 			    float *, int32_t *);
 	void		(*att_scores)(const float *, int, const void *,

@@ -698,6 +698,116 @@ QUANT_MMQ_REF(q4_K, GGML_TYPE_Q4_K)
 QUANT_MMQ_REF(q5_K, GGML_TYPE_Q5_K)
 QUANT_MMQ_REF(q6_K, GGML_TYPE_Q6_K)
 
+/* ---- packed Q8_0 and Q4_0 (quant-internal.h, DESIGN 8) ------------- */
+
+int
+quant_packable(enum ggml_type t, int64_t cols)
+{
+	return (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) && cols > 0 &&
+	    cols % QK8_0 == 0;
+}
+
+size_t
+quant_pack_size(enum ggml_type t, int64_t rows, int64_t cols)
+{
+	int64_t groups = (rows + QUANT_PACK_ROWS - 1) / QUANT_PACK_ROWS;
+
+	if (!quant_packable(t, cols) || rows <= 0 ||
+	    groups > INT64_MAX / QUANT_PACK_ROWS / (int64_t)
+	    quant_row_size(t, cols))
+		return 0;
+	return (size_t)groups * QUANT_PACK_ROWS * quant_row_size(t, cols);
+}
+
+/* Both layouts move whole 4-byte pieces of a row's quants: k pieces per
+ * block (8 for Q8_0, 4 for Q4_0), after the 8 scales. */
+void
+quant_pack(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
+    void *dst)
+{
+	size_t bs = t == GGML_TYPE_Q8_0 ? sizeof(struct block_q8_0) :
+	    sizeof(struct block_q4_0), rs = quant_row_size(t, cols);
+	int64_t nb = cols / QK8_0;
+	int kn = (int)(bs - 2) / 4;
+	uint8_t *o = dst;
+
+	if (quant_pack_size(t, rows, cols) == 0)
+		return;
+	for (int64_t g = 0; g < rows; g += QUANT_PACK_ROWS)
+		for (int64_t b = 0; b < nb; b++, o += QUANT_PACK_ROWS * bs) {
+			memset(o, 0, QUANT_PACK_ROWS * bs);
+			for (int r = 0; r < QUANT_PACK_ROWS && g + r < rows;
+			    r++) {
+				const uint8_t *blk = (const uint8_t *)w +
+				    (size_t)(g + r) * rs + (size_t)b * bs;
+
+				memcpy(o + 2 * r, blk, 2);
+				for (int k = 0; k < kn; k++)
+					memcpy(o + 2 * QUANT_PACK_ROWS +
+					    32 * k + 4 * r, blk + 2 + 4 * k, 4);
+			}
+		}
+}
+
+/*
+ * The definition of a packed output: per block, the exact integer sum,
+ * then one fused multiply-add.  Q4_0's byte 4k + e holds elements 4k + e
+ * and 4k + e + 16, each less 8.
+ */
+static void
+quant_mmqp_ref(enum ggml_type t, const void *g, int nr,
+    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n)
+{
+	int q4 = t == GGML_TYPE_Q4_0;
+	size_t bs = q4 ? sizeof(struct block_q4_0x8) :
+	    sizeof(struct block_q8_0x8);
+
+	for (int c = 0; c < nc; c++)
+		for (int r = 0; r < nr; r++) {
+			const uint8_t *blk = g;
+			float acc = 0.0f;
+
+			for (int64_t b = 0; b < n / QK8_0; b++, blk += bs) {
+				const int8_t *xq = x[c].q + QK8_0 * b;
+				const uint8_t *qs = blk + 2 * QUANT_PACK_ROWS;
+				uint16_t d;
+				int32_t isum = 0;
+
+				memcpy(&d, blk + 2 * r, 2);
+				for (int k = 0; k < (q4 ? 4 : 8); k++)
+					for (int e = 0; e < 4; e++) {
+						int v = qs[32 * k + 4 * r + e];
+
+						if (!q4)
+							isum += (int8_t)v *
+							    xq[4 * k + e];
+						else
+							isum += ((v & 0xf) - 8) *
+							    xq[4 * k + e] +
+							    ((v >> 4) - 8) *
+							    xq[4 * k + e + 16];
+					}
+				acc = fmaf((float)isum, quant_f16_to_f32(d) *
+				    x[c].d[b], acc);
+			}
+			y[c * ldy + r] = acc;
+		}
+}
+
+static void
+quant_mmqp_q8_0_ref(const void *g, int nr, const struct quant_q8x *x, int nc,
+    float *y, int64_t ldy, int64_t n)
+{
+	quant_mmqp_ref(GGML_TYPE_Q8_0, g, nr, x, nc, y, ldy, n);
+}
+
+static void
+quant_mmqp_q4_0_ref(const void *g, int nr, const struct quant_q8x *x, int nc,
+    float *y, int64_t ldy, int64_t n)
+{
+	quant_mmqp_ref(GGML_TYPE_Q4_0, g, nr, x, nc, y, ldy, n);
+}
+
 /* Element d of a key or value row stored as kt (QUANT_KV_*). */
 static float
 quant_kv_at(const void *row, int d, int kt)
@@ -770,6 +880,9 @@ quant_scalar_fill(struct quant_kernels *k)
 	k->mmq_rows = 4;
 	k->mmq_tile_rows = 4;
 	k->mmq_tile_cols = 4;
+	k->mmqp[GGML_TYPE_Q8_0] = quant_mmqp_q8_0_ref;
+	k->mmqp[GGML_TYPE_Q4_0] = quant_mmqp_q4_0_ref;
+	k->mmqp_cols = 4;
 	k->q8x_quantize = quant_q8x_quantize;
 	k->att_scores = quant_att_scores_ref;
 	k->att_pv = quant_att_pv_ref;

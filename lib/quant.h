@@ -147,6 +147,36 @@ void	 quant_matmul_act(enum ggml_type t, const void *w, int64_t rows,
 	     int64_t cols, const struct quant_act *a, float *y, int64_t ldy,
 	     int64_t r0, int64_t r1);
 
+/*
+ * Packed weights.  A Q8_0 or Q4_0 matrix that is multiplied many times is
+ * best rearranged once, at load, so that 8 rows are read together: each
+ * group of 8 rows keeps, per block of 32 columns, the 8 rows' scales side
+ * by side and then their quants interleaved 4 bytes at a time, so one
+ * 32-byte load holds a piece of every row and the 8 sums come out in the
+ * lanes of one vector (quant-internal.h, DESIGN 8).
+ *	quant_packable(t, cols)		1 if t has a packed form for rows of
+ *					cols elements
+ *	quant_pack_size(t, rows, cols)	bytes of the packed matrix (rows
+ *					rounded up to 8; the padding rows are
+ *					zeros); 0 if not packable
+ *	quant_pack(t, w, rows, cols, dst)
+ *	quant_matmul_packed(t, p, rows, cols, &a, y, ldy, r0, r1)
+ *		rows [r0, r1) of the product with int8 activations a, r0 a
+ *		multiple of 8.  Each output is the exact integer sum of every
+ *		block, scaled and added in block order with one fused
+ *		multiply-add per block, on every instruction set: the same bits
+ *		on scalar and SIMD kernels, in any batch.  (quant_matmul_act()
+ *		on the unpacked matrix rounds in another order, so the two
+ *		agree within float rounding.)
+ */
+int	 quant_packable(enum ggml_type t, int64_t cols);
+size_t	 quant_pack_size(enum ggml_type t, int64_t rows, int64_t cols);
+void	 quant_pack(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
+	     void *dst);
+void	 quant_matmul_packed(enum ggml_type t, const void *p, int64_t rows,
+	     int64_t cols, const struct quant_act *a, float *y, int64_t ldy,
+	     int64_t r0, int64_t r1);
+
 /* Small vector kernels used by the forward pass, dispatched like the rest. */
 float	 vec_dot_f32(const float *a, const float *b, int64_t n);
 void	 vec_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a x */

@@ -180,8 +180,11 @@ static const struct {
 	{ "moe/moe-q6_k.gguf", "moe/moe-q6_k.logits.bin", TOL_QUANT },
 };
 
+/* how: "" for the default weight memory, ", mapped" with MISTRAL_REPACK=0
+ * (weights read in place from the file, Q8_0/Q4_0 through the per-row
+ * tiles rather than the packed ones) */
 static void
-test_fixture_logits(enum quant_isa isa)
+test_fixture_logits(enum quant_isa isa, const char *how)
 {
 	const char *p;
 	int32_t *seq;
@@ -201,8 +204,8 @@ test_fixture_logits(enum quant_isa isa)
 		float *ref, *got;
 		uint32_t V;
 
-		snprintf(name, sizeof name, "%s [%s]", fixtures[i].gguf,
-		    quant_isa_name(isa));
+		snprintf(name, sizeof name, "%s [%s%s]", fixtures[i].gguf,
+		    quant_isa_name(isa), how);
 		if ((p = tap_fixture(fixtures[i].gguf)) == NULL ||
 		    model_load(p, &m, err, sizeof err) != 0) {
 			tap_ok(0, "%s loads (%s)", name, p ? err : "absent");
@@ -222,6 +225,29 @@ test_fixture_logits(enum quant_isa isa)
 		model_free(m);
 	}
 	free(seq);
+}
+
+/* What model_summary() says of the weights of a Q4_0 file, with
+ * MISTRAL_REPACK as it is set now (repack is its value, for the name). */
+static void
+test_summary_memory(const char *repack, const char *want)
+{
+	const char *p = tap_fixture("dense/dense-q4_0.gguf");
+	struct model *m;
+	char err[512], buf[2048];
+
+	if (p == NULL) {
+		tap_skip("summary: ../shared/fixtures is absent");
+		return;
+	}
+	if (model_load(p, &m, err, sizeof err) != 0) {
+		tap_ok(0, "dense-q4_0 loads: %s", err);
+		return;
+	}
+	model_summary(m, 0, 0, 0, buf, sizeof buf);
+	tap_ok(strstr(buf, want) != NULL, "MISTRAL_REPACK=%s: the summary "
+	    "says the weights are %s", repack ? repack : "(unset)", want);
+	model_free(m);
 }
 
 /* Greedy generation from a prompt, one token at a time after prefill. */
@@ -491,9 +517,14 @@ main(void)
 			tap_skip("this CPU lacks a kernel path");
 			continue;
 		}
-		test_fixture_logits(isas[i]);
+		test_fixture_logits(isas[i], "");
 	}
 	quant_set_isa(QUANT_ISA_AVX512);
+	setenv("MISTRAL_REPACK", "0", 1);
+	test_fixture_logits(quant_isa(), ", mapped");
+	test_summary_memory("0", "mapped from the file");
+	unsetenv("MISTRAL_REPACK");
+	test_summary_memory(NULL, "copied to memory, Q8_0/Q4_0 packed");
 	test_stories_logits();
 	test_greedy("stories260K/stories260K.gguf",
 	    "stories260K/stories260K.greedy256.txt", 256);

@@ -931,6 +931,137 @@ test_mmq_invariance(enum quant_isa isa)
 }
 
 /*
+ * Packed Q8_0 and Q4_0 (quant.h, quant-internal.h DESIGN 8): the layout
+ * as documented, and every output of quant_matmul_packed() bit-identical
+ * to its definition computed here from the unpacked row (the block's
+ * integer sum, then one fmaf per block in order), for products of 1-19
+ * inputs, whole or cut at a multiple of 8 rows, with a partial last
+ * group.  The same bits on every instruction set follow, since the
+ * definition does not depend on it.
+ */
+static void
+test_packed(enum quant_isa isa)
+{
+	static const enum ggml_type qt[] = { GGML_TYPE_Q8_0, GGML_TYPE_Q4_0 };
+	const char *in = quant_isa_name(isa);
+	const int64_t rows = 19, cols = 768, nx = 19, nb = cols / 32;
+	int ok_layout = 1, ok_def = 1, ok_refuse = 1;
+
+	quant_set_act_q8(1);
+	for (size_t i = 0; i < sizeof qt / sizeof qt[0]; i++) {
+		enum ggml_type t = qt[i];
+		int q4 = t == GGML_TYPE_Q4_0;
+		size_t rs = quant_row_size(t, cols), bs = q4 ? 18 : 34;
+		size_t psize = quant_pack_size(t, rows, cols);
+		uint8_t *w = xmalloc(rs * rows), *p = xmalloc(psize);
+		float *x = random_floats(nx * cols);
+		float *want = xmalloc(nx * rows * sizeof *want);
+		float *y = xmalloc(nx * rows * sizeof *y);
+		void *abuf = xmalloc(quant_act_bytes(QUANT_ACT_Q8_0, cols, nx));
+		struct quant_act a;
+
+		for (int64_t r = 0; r < rows; r++) {
+			void *row = random_row(t, cols);
+
+			memcpy(w + r * rs, row, rs);
+			free(row);
+		}
+		if (psize != 24 * rs)
+			ok_layout = 0;
+		memset(p, 0xa5, psize);
+		quant_pack(t, w, rows, cols, p);
+		/* block b of row r: scale at d[r], quant byte 4k + e at
+		 * qs[32k + 4r + e]; rows 19-23 all zeros */
+		for (int64_t r = 0; r < 24; r++)
+			for (int64_t b = 0; b < nb; b++) {
+				const uint8_t *pb = p + (r / 8) * 8 * rs +
+				    b * 8 * bs, *ob = w + r * rs + b * bs;
+
+				for (size_t j = 0; j < bs; j++) {
+					size_t at = j < 2 ? 2 * (r % 8) + j :
+					    16 + 32 * ((j - 2) / 4) +
+					    4 * (r % 8) + (j - 2) % 4;
+
+					if (pb[at] != (r < rows ? ob[j] : 0))
+						ok_layout = 0;
+				}
+			}
+		quant_act_bind(&a, abuf, QUANT_ACT_Q8_0, cols, nx);
+		quant_act_fill(&a, x, 0, nx);
+		for (int64_t c = 0; c < nx; c++)
+			for (int64_t r = 0; r < rows; r++) {
+				float acc = 0.0f;
+
+				for (int64_t b = 0; b < nb; b++) {
+					const uint8_t *ob = w + r * rs + b * bs;
+					const int8_t *xq = a.q + c * cols + 32 * b;
+					int32_t isum = 0;
+					uint16_t d;
+
+					memcpy(&d, ob, 2);
+					for (int e = 0; e < 32; e++) {
+						int v = q4 ? (e < 16 ?
+						    (ob[2 + e] & 0xf) :
+						    (ob[2 + e - 16] >> 4)) - 8 :
+						    (int8_t)ob[2 + e];
+
+						isum += v * xq[e];
+					}
+					acc = fmaf((float)isum,
+					    quant_f16_to_f32(d) *
+					    a.d[c * nb + b], acc);
+				}
+				want[c * rows + r] = acc;
+			}
+		for (int64_t n = 1; n <= nx; n++)
+			for (int split = 0; split < 2; split++) {
+				struct quant_act an = a;
+
+				an.n = n;
+				memset(y, 0, nx * rows * sizeof *y);
+				if (split) {
+					quant_matmul_packed(t, p, rows, cols,
+					    &an, y, rows, 0, 8);
+					quant_matmul_packed(t, p, rows, cols,
+					    &an, y, rows, 8, rows);
+				} else
+					quant_matmul_packed(t, p, rows, cols,
+					    &an, y, rows, 0, rows);
+				for (int64_t c = 0; c < n; c++)
+					for (int64_t r = 0; r < rows; r++)
+						if (!same_bits(y[c * rows + r],
+						    want[c * rows + r]))
+							ok_def = 0;
+			}
+		/* a cut inside a group is refused: nothing written */
+		memset(y, 0, nx * rows * sizeof *y);
+		quant_matmul_packed(t, p, rows, cols, &a, y, rows, 4, rows);
+		for (int64_t j = 0; j < nx * rows; j++)
+			if (y[j] != 0.0f)
+				ok_refuse = 0;
+		free(w);
+		free(p);
+		free(x);
+		free(want);
+		free(y);
+		free(abuf);
+	}
+	quant_set_act_q8(0);
+	tap_ok(quant_packable(GGML_TYPE_Q8_0, 64) &&
+	    quant_packable(GGML_TYPE_Q4_0, 32) &&
+	    !quant_packable(GGML_TYPE_Q4_K, 256) &&
+	    !quant_packable(GGML_TYPE_Q8_0, 48) &&
+	    quant_pack_size(GGML_TYPE_F16, 8, 64) == 0, "%s: Q8_0 and Q4_0 "
+	    "are packable, other types and partial blocks are not", in);
+	tap_ok(ok_layout, "%s: packed groups hold 8 rows' scales, then their "
+	    "quants interleaved 4 bytes at a time; padding rows are zeros", in);
+	tap_ok(ok_def, "%s: packed products of 1-19 inputs, whole or cut at "
+	    "8 rows, give every output's definition bit for bit", in);
+	tap_ok(ok_refuse, "%s: a packed product cut inside a group of 8 rows "
+	    "is refused", in);
+}
+
+/*
  * Int8 activations: each path's quantizer bit-identical to the scalar one,
  * each path's mmq kernel against quant_dotq_ref (the same
  * integer sums, so only the float combination may differ), the reference
@@ -1443,6 +1574,7 @@ main(void)
 		test_kernels(isa);
 		test_dotq(isa);
 		test_mmq_invariance(isa);
+		test_packed(isa);
 		test_attention(isa);
 		test_matmul(isa);
 	}
