@@ -9,6 +9,11 @@
 # before and after, since a busy machine moves every figure.  Medians
 # rather than llama-bench's own means, as tests/bench reports medians.
 #
+# Then, if tests/bench's JSON is there too, a side-by-side table: per
+# model, mistrald's prefill and decode against llama.cpp's, with the ratio
+# and both runs' load averages.  Both decode figures start from an empty
+# context (llama-bench's tg128, tests/bench's "decode_tok_s").
+#
 # Environment:
 #   LLAMA_BENCH          path of llama-bench; unset or not executable: the
 #                        comparison is skipped (exit 0)
@@ -19,6 +24,8 @@
 #   BENCH_THREADS        threads, default the number of online CPUs
 #   BENCH_QUICK          set: 1 repetition instead of 3
 #   BENCH_LLAMACPP_JSON  output file, default bench-llamacpp.json
+#   BENCH_JSON           tests/bench's output, read for the side-by-side
+#                        table, default bench.json; absent: no table
 #
 # Exit status: 0, or 1 if llama-bench failed on a model: the loader's
 # reason (its first error lines, which name the key or tensor) is printed
@@ -193,4 +200,74 @@ with open(out, "w") as fp:
 EOF
 mv -f "$out.tmp" "$out" || exit 1
 echo "load average after: $la1; JSON in $out"
+
+# The side-by-side table.  A missing or unreadable tests/bench JSON (a run
+# cut short leaves it unterminated) costs only the table, not the status.
+ours=${BENCH_JSON:-bench.json}
+if [ ! -f "$ours" ]; then
+	echo "bench-llamacpp: no $ours (tests/bench's JSON)," \
+	    "side-by-side table skipped"
+	exit $status
+fi
+"$py" - "$ours" "$out" <<'EOF'
+import json
+import os
+import sys
+import time
+
+ours_path, theirs_path = sys.argv[1:3]
+try:
+    with open(ours_path) as fp:
+        ours = json.load(fp)
+    with open(theirs_path) as fp:
+        theirs = json.load(fp)
+except (OSError, ValueError) as e:
+    print("bench-llamacpp: side-by-side table skipped: %s" % e)
+    sys.exit(0)
+mine = {r.get("model"): r for r in ours.get("rows", [])}
+age = (time.time() - os.path.getmtime(ours_path)) / 60
+
+
+def load(doc, key):
+    """The three load averages; tests/bench also keeps /proc/loadavg's
+    process counts."""
+    return " ".join(str(doc.get(key, "?")).split()[:3])
+
+
+def cell(a, b, fmt):
+    """'ours / theirs (ratio)', a dash for a missing figure."""
+    s = " / ".join("-" if v is None else fmt % v for v in (a, b))
+    if a is not None and b:
+        s += " (%.2f)" % (a / b)
+    return s
+
+
+print()
+print("side by side, tok/s, mistrald / llama.cpp (ratio):")
+print("  mistrald  %s: %s threads, load average %s .. %s, %.0f min ago" % (
+    ours_path, ours.get("threads", "?"), load(ours, "load_before"),
+    load(ours, "load_after"), age))
+print("  llama.cpp %s: %s threads, load average %s .. %s" % (
+    theirs_path, theirs.get("threads", "?"), load(theirs, "load_before"),
+    load(theirs, "load_after")))
+if ours.get("threads") != theirs.get("threads"):
+    print("  note: the two runs used different thread counts")
+print("%-18s %-26s %s" % ("model", "prefill pp512",
+                          "decode tg128 (empty context)"))
+for t in theirs.get("rows", []):
+    name = t.get("model")
+    m = mine.get(name)
+    if m is None:
+        print("%-18s not in %s" % (name, ours_path))
+    elif "decode_after_prefill_tok_s" not in m:
+        # an older tests/bench, whose decode followed a 512-token prefill
+        print("%-18s %s predates the empty-context decode, rerun "
+              "tests/bench" % (name, ours_path))
+    else:
+        print("%-18s %-26s %s%s" % (
+            name,
+            cell(m.get("prefill_tok_s"), t.get("prefill_tok_s"), "%.1f"),
+            cell(m.get("decode_tok_s"), t.get("decode_tok_s"), "%.2f"),
+            "  (llama.cpp failed)" if "error" in t else ""))
+EOF
 exit $status
