@@ -116,21 +116,24 @@ residency_kv_info(const struct session *s, struct store_kv_info *ki)
 	ki->base = 0;
 }
 
+/* The model's own chat template, read once by residency_open while the
+ * file is known whole: the GGUF metadata stays in the file mapping, which
+ * may change on disk later (watch.c). */
+static enum chat_template residency_model_template;
+
 /* The chat template a session uses: its own, else the configured or the
  * model's. */
 static enum chat_template
 residency_template(const char *name)
 {
 	enum chat_template t;
-	struct gguf_str js = { NULL, 0 };
 
 	if (name != NULL && chat_template_parse(name, &t) == 0)
 		return t;
 	if (cfg.template != NULL && strcmp(cfg.template, "auto") != 0 &&
 	    chat_template_parse(cfg.template, &t) == 0)
 		return t;
-	gguf_get_str(model_gguf(model), "tokenizer.chat_template", &js);
-	return chat_template_detect(js.ptr, js.len, daemon_tokenizer());
+	return residency_model_template;
 }
 
 /*
@@ -142,10 +145,14 @@ residency_open(uv_loop_t *l, char **cause)
 {
 	struct store_session *v = NULL;
 	struct session *s;
+	struct gguf_str js = { NULL, 0 };
 	size_t n = 0;
 	char *why = NULL;
 	int rc;
 
+	gguf_get_str(model_gguf(model), "tokenizer.chat_template", &js);
+	residency_model_template = chat_template_detect(js.ptr, js.len,
+	    daemon_tokenizer());
 	if (mkdir(cfg.state_dir, 0700) != 0 && errno != EEXIST) {
 		xasprintf(cause, "mkdir %s: %s", cfg.state_dir, strerror(errno));
 		return -1;

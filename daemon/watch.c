@@ -1,21 +1,33 @@
 /*
  * watch.c: the model file on disk while the daemon runs.
  *
- * The weights are used straight from a read-only MAP_PRIVATE mapping of
- * the GGUF file (lib/gguf.c), so what someone does to that file while we
- * run matters:
+ * Where the running model reads its weights decides what a change to the
+ * file can do (lib/model.c DESIGN 1, model_weights_mapped()):
  *
- *  - Replaced atomically (a new file renamed over the path, as mv,
- *    install(1) and package managers do): the old inode stays mapped and
- *    whole until we unmap it.  Harmless; the new file is used from the
- *    next start.  The poll notices and says so once.
- *  - Truncated in place (truncate(1), or cp onto it, which truncates
- *    first): the kernel unmaps the pages past the new end, and the next
+ *  - In memory (the default): every weight the forward pass reads was
+ *    copied out of the file at start.  Truncating the file, rewriting it
+ *    in place or replacing it cannot reach the running model, which goes
+ *    on giving the tokens it gave before.  The poll notices the change and
+ *    says so once; the next start loads the file as it is then, and
+ *    refuses it with model_load's error if it is damaged.
+ *  - Mapped (MISTRAL_REPACK=0, or no memory for the copy): the weights are
+ *    read straight from a read-only MAP_PRIVATE mapping of the file
+ *    (lib/gguf.c).  Replaced atomically (a new file renamed over the path,
+ *    as mv, install(1) and package managers do), the old inode stays
+ *    mapped and whole until we unmap it: harmless, the poll says so once.
+ *    Truncated in place (truncate(1), or cp onto it, which truncates
+ *    first), the kernel unmaps the pages past the new end, and the next
  *    touch of one raises SIGBUS in whichever thread touched it, usually a
- *    compute thread in the middle of a forward pass.  Left alone, SIGBUS
- *    kills the process without a word.
- *  - Rewritten in place (same inode, new bytes): the mapping silently
- *    shows the new bytes, so replies would come from a mix of two models.
+ *    compute thread in the middle of a forward pass; left alone, SIGBUS
+ *    kills the process without a word.  Rewritten in place (same inode,
+ *    new bytes), the mapping silently shows the new bytes, so replies
+ *    would come from a mix of two models.
+ *
+ * In both modes the GGUF metadata (the start of the file) stays in the
+ * mapping.  What the daemon needs of it is read at start (the tokenizer
+ * by model_load, the chat template by residency_open), but the SIGBUS
+ * handler stays installed whatever the mode, so that a read of the mapping
+ * after the file shrank marks the model broken instead of killing us.
  *
  * DESIGN
  * 1. The SIGBUS handler (watch_sigbus_cb) looks at the faulting address.
@@ -38,11 +50,14 @@
  *    restart.  Everything else keeps working: listing, reading, exporting
  *    and deleting sessions, persistence, a clean SIGTERM.
  * 3. The poll (watch_timer_cb, every WATCH_POLL_MS, on the loop thread)
- *    fstat()s the mapped inode through a descriptor kept open since start:
- *    a smaller size (truncated) or another modification time (rewritten
- *    in place, which raises no signal at all) marks the model broken
- *    before anything faults.  The path naming another inode means it was
- *    replaced; that is logged once and is harmless.  The poll also turns a
+ *    fstat()s the inode loaded at start through a descriptor kept open
+ *    since then, and stat()s the path: a smaller size (truncated), another
+ *    size or modification time (rewritten in place, which raises no signal
+ *    at all), or the path naming another inode or nothing (replaced,
+ *    removed).  Mapped, truncated or rewritten marks the model broken
+ *    before anything faults, and replaced is logged once as harmless.  In
+ *    memory, the first change of any kind is logged once, with a systemd
+ *    STATUS, and nothing is marked: turns go on.  The poll also turns a
  *    broken mark from the handler into a proper log line and a systemd
  *    STATUS.  Tests set MISTRALD_TEST_MODEL_POLL_MS (0 turns the poll
  *    off, so that the handler is what notices a truncation).
@@ -81,8 +96,10 @@ static size_t		 watch_line_len;
 
 static char		*watch_path;
 static int		 watch_fd = -1;
-static struct stat	 watch_st;		/* the mapped inode at start */
-static int		 watch_replaced;	/* logged once */
+static struct stat	 watch_st;		/* the inode loaded at start */
+static int		 watch_mapped;		/* weights read from the file */
+static int		 watch_replaced;	/* mapped: logged once */
+static int		 watch_changed;		/* in memory: logged once */
 static int		 watch_reported;	/* broken: logged */
 static char		*watch_message;		/* for clients */
 static uv_timer_t	 watch_timer;
@@ -170,27 +187,73 @@ watch_report(void)
 	    "restart");
 }
 
+/* What became of the inode loaded at start: WATCH_OK (unchanged, or
+ * unknown), WATCH_TRUNCATED (smaller) or WATCH_MODIFIED (another size or
+ * modification time). */
+static int
+watch_inode_state(void)
+{
+	struct stat st;
+
+	if (watch_fd == -1 || fstat(watch_fd, &st) != 0)
+		return WATCH_OK;
+	if (st.st_size < watch_st.st_size)
+		return WATCH_TRUNCATED;
+	if (st.st_size != watch_st.st_size ||
+	    st.st_mtim.tv_sec != watch_st.st_mtim.tv_sec ||
+	    st.st_mtim.tv_nsec != watch_st.st_mtim.tv_nsec)
+		return WATCH_MODIFIED;
+	return WATCH_OK;
+}
+
+/* Whether the path now names another inode, or nothing. */
+static int
+watch_path_moved(void)
+{
+	struct stat st;
+
+	return stat(watch_path, &st) != 0 || st.st_ino != watch_st.st_ino ||
+	    st.st_dev != watch_st.st_dev;
+}
+
+/* In memory: log the first change to the file, once, unless a read of
+ * the mapping already found it broken (DESIGN 3). */
+static void
+watch_note_change(void)
+{
+	int state;
+
+	if (watch_changed || atomic_load(&watch_state) != WATCH_OK)
+		return;
+	if ((state = watch_inode_state()) == WATCH_OK && !watch_path_moved())
+		return;
+	watch_changed = 1;
+	log_warnx("the model file %s was %s on disk; still serving the model "
+	    "as loaded at start (its weights were copied to memory, which the "
+	    "change does not reach); the next start loads the file as it is "
+	    "then, and refuses it if it is damaged", watch_path,
+	    state == WATCH_TRUNCATED ? "truncated" : state == WATCH_MODIFIED ?
+	    "modified in place" : "replaced or removed");
+	sd_notifyf("STATUS=serving %s as loaded at start; the model file "
+	    "changed on disk since", model_name(model));
+}
+
 /* The poll (loop thread): DESIGN 3. */
 static void
 watch_timer_cb(uv_timer_t *t)
 {
-	struct stat st, pst;
-	int expected = WATCH_OK;
+	int state, expected = WATCH_OK;
 
-	if (atomic_load(&watch_state) == WATCH_OK && watch_fd != -1 &&
-	    fstat(watch_fd, &st) == 0) {
-		if (st.st_size < watch_st.st_size)
-			atomic_compare_exchange_strong(&watch_state, &expected,
-			    WATCH_TRUNCATED);
-		else if (st.st_size != watch_st.st_size ||
-		    st.st_mtim.tv_sec != watch_st.st_mtim.tv_sec ||
-		    st.st_mtim.tv_nsec != watch_st.st_mtim.tv_nsec)
-			atomic_compare_exchange_strong(&watch_state, &expected,
-			    WATCH_MODIFIED);
+	if (!watch_mapped) {
+		watch_note_change();
+		watch_report();
+		return;
 	}
+	if (atomic_load(&watch_state) == WATCH_OK &&
+	    (state = watch_inode_state()) != WATCH_OK)
+		atomic_compare_exchange_strong(&watch_state, &expected, state);
 	watch_report();
-	if (!watch_replaced && (stat(watch_path, &pst) != 0 ||
-	    pst.st_ino != watch_st.st_ino || pst.st_dev != watch_st.st_dev)) {
+	if (!watch_replaced && watch_path_moved()) {
 		watch_replaced = 1;
 		log_info("the model file %s was replaced or removed on disk; "
 		    "still serving the model loaded at start (restart to load "
@@ -200,7 +263,8 @@ watch_timer_cb(uv_timer_t *t)
 
 /*
  * Start watching the model file at path, which the model was just loaded
- * from: install the SIGBUS handler and the poll.  Call before any other
+ * from: install the SIGBUS handler and the poll, whether the weights are
+ * read from the file or from memory (DESIGN 3).  Call before any other
  * thread starts.  Failures only make the watch blind; they are logged.
  */
 void
@@ -228,7 +292,9 @@ watch_start(uv_loop_t *l, const char *path)
 		watch_fd = -1;
 	} else
 		watch_find_ranges(&watch_st);
-	log_debug("watch_start: %s mapped in %d range(s)", path, watch_nranges);
+	watch_mapped = model_weights_mapped(model);
+	log_debug("watch_start: %s mapped in %d range(s), weights read from "
+	    "%s", path, watch_nranges, watch_mapped ? "the mapping" : "memory");
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_sigaction = watch_sigbus_cb;

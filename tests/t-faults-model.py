@@ -1,7 +1,18 @@
 #!/usr/bin/env python3
 """t-faults-model.py: the model file changes on disk while the daemon runs.
 
-The weights are mmap'd, so (daemon/watch.c):
+With the weights copied to memory at start (the default; daemon/watch.c):
+- truncated in place during a generation: the turn completes with the
+  tokens of a daemon that never saw the change, the log says once that
+  the file changed and that the model loaded at start is still served,
+  status shows no error, and further turns (new sessions too) give the
+  undisturbed tokens;
+- rewritten in place while idle: the same;
+- restarted on the damaged file: the daemon refuses to start, naming the
+  file; once the file is whole again, a session saved before continues
+  with the undisturbed tokens.
+
+With the weights read from the file mapping (MISTRAL_REPACK=0):
 - replaced by rename (a new file moved over the path): harmless, the
   daemon keeps serving the model it loaded, with the same tokens, logs
   the replacement once, and loads the new file at the next start;
@@ -32,14 +43,21 @@ import time
 rpc = testboot.load("rpc", "t-daemon_rpc.py")
 
 t = rpc.Tap()
-signal.alarm(300)
+signal.alarm(240)
 tmp = rpc.tmpdir()
 SHAPE = ["--dim", "256", "--layers", "4", "--ffn", "512"]
 pristine = rpc.mkmodel(os.path.join(tmp, "a.gguf"), "--seed", "41", *SHAPE)
 other = rpc.mkmodel(os.path.join(tmp, "b.gguf"), "--seed", "42", *SHAPE)
 model = os.path.join(tmp, "model.gguf")
 G = {"temperature": 0, "max_tokens": 12}
+LONG = {"temperature": 0, "max_tokens": 400}
 UNAVAILABLE = 16
+# The weights: read from the file mapping, or (the default) copied to
+# memory at start.
+MAPPED = {"MISTRAL_REPACK": "0"}
+os.environ.pop("MISTRAL_REPACK", None)
+CHANGED = ("the model file %s was %s on disk; still serving the model as "
+           "loaded at start")
 
 
 def install(src):
@@ -89,27 +107,192 @@ def wait_log(d, text, secs=5):
     return False
 
 
-def daemon(name, *extra, env=None):
+def daemon(name, *extra, env=None, mapped=False):
     sub = os.path.join(tmp, name)
     os.makedirs(sub, exist_ok=True)
+    env = dict(env or {}, **(MAPPED if mapped else {}))
     # --chunk=16 keeps every product in lib/matmul.c's per-row regimes,
     # so a re-prefilled cache equals one built token by token.
     return rpc.Daemon(sub, model, "--max-tokens=100000", "--chunk=16",
                       *extra, env=env)
 
 
-# The reference: a daemon on the pristine model that nothing disturbs.
+def weights_in(d):
+    """Where the log's model summary says the weights are read from."""
+    log = d.logtext()
+    return ("mapped" if "(mapped from the file)" in log else
+            "memory" if "(copied to memory" in log else None)
+
+
+def refuses_start(d):
+    """The line of the log that says why the daemon will not start, or
+    None when it starts (it is stopped again)."""
+    n = len(d.logtext())
+    try:
+        d.start(timeout=30)
+    except RuntimeError:
+        lines = [x for x in d.logtext()[n:].splitlines() if "fatal" in x]
+        return lines[-1] if lines else "(exited without a word)"
+    d.stop()
+    return None
+
+
+def reference(name, mapped):
+    """Tokens of a daemon on the pristine model that nothing disturbs:
+    three short turns of one session, and of another a short turn then a
+    long one then a short one."""
+    d = daemon(name, mapped=mapped)
+    d.start()
+    c = d.client()
+    c.call("session.create", {"name": "x"})
+    w = [chat(c, "x", txt)[1] for txt in ("Hello", "Go on", "And then?")]
+    c.call("session.create", {"name": "v"})
+    chat(c, "v", "Hello")
+    r, long_ids = chat(c, "v", "Go on", LONG)
+    after = chat(c, "v", "And then?")[1]
+    where = weights_in(d)
+    c.close()
+    d.stop()
+    return w, long_ids, r["finish"], after, where
+
+
 install(pristine)
-d = daemon("ref")
+want_mem, want_long, long_finish, want_after, where = reference("ref", False)
+t.ok(where == "memory" and long_finish == "length",
+     "reference: by default the weights are in memory (%s), and the long "
+     "reply runs to its length (%s, %d tokens)"
+     % (where, long_finish, len(want_long)))
+want, _, _, _, where = reference("ref-mapped", True)
+t.ok(where == "mapped", "with MISTRAL_REPACK=0 they are read from the "
+     "mapping (%s)" % where)
+
+# A. In memory: truncated in place during a generation.
+d = daemon("mem", env={"MISTRALD_TEST_MODEL_POLL_MS": "20"})
 d.start()
 c = d.client()
-c.call("session.create", {"name": "x"})
-want = [chat(c, "x", txt)[1] for txt in ("Hello", "Go on", "And then?")]
+c.call("session.create", {"name": "saved"})
+chat(c, "saved", "Hello")
+chat(c, "saved", "Go on")
+c.call("session.create", {"name": "v"})
+chat(c, "v", "Hello")
+settle(c)
+answered = d.logtext().count("turn answered")
+mid = c.send("chat", {"session": "v", "text": "Go on", "params": LONG})
+got = []
+while len(got) < 5:
+    m = c.read()
+    if m[0] == 2 and m[1] == "token":
+        got += m[2][0]["ids"]
+os.truncate(model, os.path.getsize(model) // 2)
+try:
+    err, res = c.wait(mid, lambda m, a: got.extend(a["ids"])
+                      if m == "token" else None)
+except (EOFError, OSError) as e:
+    err, res = str(e), None
+t.ok(d.alive() and err is None and res is not None
+     and res["finish"] == long_finish and got == want_long,
+     "in memory, truncated under a generation: the turn completes with "
+     "the undisturbed daemon's %d tokens (%s, %d tokens)"
+     % (len(want_long), (res or {}).get("finish", err), len(got)))
+seen = wait_log(d, CHANGED % (model, "truncated"))
+log = d.logtext()
+pos = log.find(CHANGED % (model, "truncated"))
+t.ok(seen and "still serving" in log[pos:pos + 400] and "next start loads "
+     "the file as it is then" in log[pos:pos + 400]
+     and log[:pos].count("turn answered") == answered
+     and "SIGBUS" not in log and "MODEL FILE DAMAGED" not in log,
+     "the log says, while the turn ran, that the file was truncated, that "
+     "the model loaded at start is served and the next start loads the file")
+st = c.call("status")
+t.ok("model_error" not in st and cli_errors(d) == [],
+     "status shows no error, nor does mistral status")
+ids_new = ids_v = None
+try:
+    c.call("session.create", {"name": "new"})
+    ids_new = chat(c, "new", "Hello")[1]
+    ids_v = chat(c, "v", "And then?")[1]
+except rpc.RpcError as e:
+    t.diag("turns after the change: %s" % e)
+t.ok(ids_new == want_mem[0] and ids_v == want_after,
+     "further turns work and give the undisturbed tokens, in a new "
+     "session and in the one that was generating")
+with open(model, "r+b") as f:
+    f.write(b"\xff" * 64)
+time.sleep(0.3)
+n = d.logtext().count("on disk; still serving the model as loaded")
+t.ok(n == 1, "the change is logged once, not again for a further one "
+     "(%d times)" % n)
+settle(c)
+c.close()
+rc, _ = d.stop()
+t.ok(rc == 0, "and the daemon stops cleanly (exit %s)" % rc)
+why = refuses_start(d)
+t.ok(why is not None and model in why,
+     "restarted on the damaged file, it refuses to start, naming the "
+     "file (%s)" % why)
+install(pristine)
+d.env = {}
+d.start()
+c = d.client()
+r, ids = chat(c, "saved", "And then?")
+t.ok(ids == want_mem[2] and not r["rebuilt"],
+     "once the file is whole again, a session saved before continues "
+     "with the undisturbed tokens, from its stored cache")
 c.close()
 d.stop()
 
-# 1. Replaced by rename while serving.
-d = daemon("rename", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"})
+# B. In memory: rewritten in place while idle, by a cp of another model
+# onto the file that stops halfway (killed, disk full): the file is empty
+# for a while, then holds half of the other model.
+d = daemon("mem-idle", env={"MISTRALD_TEST_MODEL_POLL_MS": "20"})
+d.start()
+c = d.client()
+c.call("session.create", {"name": "r"})
+chat(c, "r", "Hello")
+settle(c)
+with open(other, "rb") as f:
+    half = f.read(os.path.getsize(other) // 2)
+ids1 = ids2 = None
+with open(model, "r+b") as f:
+    f.truncate(0)
+    f.flush()
+    seen = wait_log(d, CHANGED % (model, "truncated"))
+    try:
+        c.call("session.create", {"name": "r2"})
+        ids2 = chat(c, "r2", "Hello")[1]
+    except rpc.RpcError as e:
+        t.diag("new session on the emptied file: %s" % e)
+    f.write(half)
+time.sleep(0.1)
+try:
+    ids1 = chat(c, "r", "Go on")[1]
+except rpc.RpcError as e:
+    t.diag("old session on the rewritten file: %s" % e)
+t.ok(seen and ids1 == want_mem[1] and ids2 == want_mem[0]
+     and "model_error" not in c.call("status")
+     and "SIGBUS" not in d.logtext(),
+     "in memory, rewritten in place while idle: logged, and turns go on "
+     "with the undisturbed tokens, in new sessions too")
+settle(c)
+c.close()
+d.stop()
+why = refuses_start(d)
+t.ok(why is not None and model in why,
+     "restarted on the rewritten file, it refuses to start, naming the "
+     "file (%s)" % why)
+install(pristine)
+d.start()
+c = d.client()
+r, ids = chat(c, "r", "And then?")
+t.ok(ids == want_mem[2] and not r["rebuilt"],
+     "once the file is whole again, the session continues with the "
+     "undisturbed tokens, from its stored cache")
+c.close()
+d.stop()
+
+# C. Mapped: replaced by rename while serving.
+d = daemon("rename", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"},
+           mapped=True)
 d.start()
 c = d.client()
 fp = c.call("status")["model"]["fingerprint"]
@@ -135,10 +318,10 @@ t.ok(rc == 0 and c.call("status")["model"]["fingerprint"] != fp
 c.close()
 d.stop()
 
-# 2. Truncated in place during a generation (the poll is off, so the
-# SIGBUS handler is what notices).
+# D. Mapped: truncated in place during a generation (the poll is off, so
+# the SIGBUS handler is what notices).
 install(pristine)
-d = daemon("sigbus", env={"MISTRALD_TEST_MODEL_POLL_MS": "0"})
+d = daemon("sigbus", env={"MISTRALD_TEST_MODEL_POLL_MS": "0"}, mapped=True)
 d.start()
 c = d.client()
 c.call("session.create", {"name": "saved"})
@@ -148,7 +331,7 @@ c.call("session.create", {"name": "victim"})
 chat(c, "victim", "Hello")
 settle(c)
 mid = c.send("chat", {"session": "victim", "text": "Go on",
-                      "params": {"temperature": 0, "max_tokens": 100000}})
+                      "params": LONG})
 got = []
 while len(got) < 5:
     m = c.read()
@@ -200,7 +383,7 @@ t.ok(rc == 0, "and the daemon stops cleanly (exit %s in %.2f s)" % (rc, secs))
 # so does the interrupted one (compared with a reference that ran the
 # same turns undisturbed, the reply cut at the same length).
 install(pristine)
-d.env = None
+d.env = MAPPED
 d.start()
 c = d.client()
 r, ids = chat(c, "saved", "And then?")
@@ -210,7 +393,7 @@ t.ok(ids == want[2] and not r["rebuilt"],
 r, ids = chat(c, "victim", "And then?")
 c.close()
 d.stop()
-ref = daemon("ref2")
+ref = daemon("ref2", mapped=True)
 ref.start()
 rc_ = ref.client()
 rc_.call("session.create", {"name": "v"})
@@ -224,12 +407,13 @@ t.ok(ids == want_v and not r["rebuilt"],
      "plus its transcript, with the same tokens (prefilled %d)"
      % r["usage"]["prompt_tokens"])
 
-# 3. Damage while idle, seen by the poll before anything faults.
+# E. Mapped: damage while idle, seen by the poll before anything faults.
 for what, damage in (
         ("truncated", lambda: os.truncate(model, os.path.getsize(model) - 4096)),
         ("modified in place", lambda: open(model, "r+b").write(b"\0" * 64))):
     install(pristine)
-    d = daemon("poll", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"})
+    d = daemon("poll", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"},
+               mapped=True)
     d.start()
     c = d.client()
     c.call("session.create", {"name": "p%d" % len(what)})
