@@ -1320,6 +1320,11 @@ QUANT_MMQ_ENTRY(q6_K)
  */
 #define QUANT_MMQP_NC	4
 
+/* Pins v in a register at this point of the sum: without it the compiler
+ * reassociates the integer sums into a tree that computes every product
+ * first and spills them to the stack (2x slower). */
+#define QUANT_KEEP(v)	__asm__("" : "+x"(v))
+
 QUANT_MMQ_KERNEL __m256i
 quant_avx2_bcast4(const int8_t *p)
 {
@@ -1369,6 +1374,7 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 					    quant_avx2_bcast4(xq)),
 					    _mm256_maddubs_epi16(hi,
 					    quant_avx2_bcast4(xq + 16))));
+					QUANT_KEEP(isum[c]);
 				}
 			}
 			QUANT_UNROLL
@@ -1384,13 +1390,15 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 				__m256i u = _mm256_abs_epi8(v);
 
 				QUANT_UNROLL
-				for (int c = 0; c < nc; c++)
+				for (int c = 0; c < nc; c++) {
 					isum[c] = _mm256_add_epi32(isum[c],
 					    _mm256_madd_epi16(
 					    _mm256_maddubs_epi16(u,
 					    _mm256_sign_epi8(quant_avx2_bcast4(
 					    x[c].q + QK8_0 * i + 4 * k), v)),
 					    ones));
+					QUANT_KEEP(isum[c]);
+				}
 			}
 		}
 		QUANT_UNROLL
