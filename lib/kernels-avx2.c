@@ -848,6 +848,10 @@ quant_avx2_madd8(__m256i u, __m256i s)
 /* Tile loops have constant trip counts once inlined; unrolled, the
  * accumulators live in registers instead of on the stack (2x faster). */
 #define QUANT_UNROLL _Pragma("GCC unroll 8")
+/* Pins v in a register at this point of a sum: without it the compiler
+ * may reassociate the integer sums into a tree that computes every
+ * product first and spills them to the stack (2x slower). */
+#define QUANT_KEEP(v)	__asm__("" : "+x"(v))
 
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_store(__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC], int nr, int nc,
@@ -1320,10 +1324,6 @@ QUANT_MMQ_ENTRY(q6_K)
  */
 #define QUANT_MMQP_NC	4
 
-/* Pins v in a register at this point of the sum: without it the compiler
- * reassociates the integer sums into a tree that computes every product
- * first and spills them to the stack (2x slower). */
-#define QUANT_KEEP(v)	__asm__("" : "+x"(v))
 
 QUANT_MMQ_KERNEL __m256i
 quant_avx2_bcast4(const int8_t *p)
@@ -1490,55 +1490,13 @@ quant_avx2_hsum_t(__m256 v)
  * Scores of G query heads (G = 1, 2, 4 or 8, a constant once inlined)
  * against nk keys: one 8-lane accumulator per (head, key), fed in
  * dimension order, its lanes summed in the tree above.  Each score is
- * the same arithmetic whatever G, the key's place and its storage.  With
- * 4 or 8 heads the keys go in pairs and the heads in fours, so each query
- * chunk loaded feeds two multiply-adds and each key chunk four: one key
- * at a time by 8 heads took 9 loads per 8 multiply-adds and ran at 40% of
- * the multiply-add rate on Zen 3.  The pairing changes no accumulator's
- * sequence, so no score changes.
+ * the same arithmetic whatever G, the key's place and its storage.
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_att_scores_g(const float *q, const uint8_t *k, size_t ks,
     int64_t nk, int hd, float *s, int64_t lds, const int g, const int kt)
 {
-	int64_t j = 0;
-
-	if (g >= 4) {
-		for (; j + 2 <= nk; j += 2) {
-			const uint8_t *k0 = k + j * ks, *k1 = k0 + ks;
-
-			for (int h = 0; h < g; h += 4) {
-				__m256 acc[8];
-				float r[8];
-
-				QUANT_UNROLL
-				for (int a = 0; a < 8; a++)
-					acc[a] = _mm256_setzero_ps();
-				for (int d = 0; d < hd; d += 8) {
-					__m256 v0 = quant_avx2_kv8(k0, d, kt);
-					__m256 v1 = quant_avx2_kv8(k1, d, kt);
-
-					QUANT_UNROLL
-					for (int i = 0; i < 4; i++) {
-						__m256 qv = _mm256_loadu_ps(q +
-						    (h + i) * hd + d);
-
-						acc[i] = _mm256_fmadd_ps(qv, v0,
-						    acc[i]);
-						acc[4 + i] = _mm256_fmadd_ps(qv,
-						    v1, acc[4 + i]);
-					}
-				}
-				_mm256_storeu_ps(r, quant_avx2_hsum8(acc));
-				QUANT_UNROLL
-				for (int i = 0; i < 4; i++) {
-					s[(h + i) * lds + j] = r[i];
-					s[(h + i) * lds + j + 1] = r[4 + i];
-				}
-			}
-		}
-	}
-	for (; j < nk; j++) {
+	for (int64_t j = 0; j < nk; j++) {
 		const uint8_t *kj = k + j * ks;
 		__m256 acc[8];
 

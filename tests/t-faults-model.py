@@ -79,6 +79,25 @@ def settle(c):
         time.sleep(0.05)
     return False
 
+def truncate_under_generation(c, name):
+    """Start a long turn on session name, cut the model file to half its
+    size once 5 tokens have streamed, and wait for the turn: returns
+    (error, result, every token id streamed)."""
+    mid = c.send("chat", {"session": name, "text": "Go on", "params": LONG})
+    got = []
+    while len(got) < 5:
+        m = c.read()
+        if m[0] == 2 and m[1] == "token":
+            got += m[2][0]["ids"]
+    os.truncate(model, os.path.getsize(model) // 2)
+    try:
+        err, res = c.wait(mid, lambda m, a: got.extend(a["ids"])
+                          if m == "token" else None)
+    except (EOFError, OSError) as e:
+        err, res = str(e), None
+    return err, res, got
+
+
 
 def refused(c, what):
     try:
@@ -177,18 +196,7 @@ c.call("session.create", {"name": "v"})
 chat(c, "v", "Hello")
 settle(c)
 answered = d.logtext().count("turn answered")
-mid = c.send("chat", {"session": "v", "text": "Go on", "params": LONG})
-got = []
-while len(got) < 5:
-    m = c.read()
-    if m[0] == 2 and m[1] == "token":
-        got += m[2][0]["ids"]
-os.truncate(model, os.path.getsize(model) // 2)
-try:
-    err, res = c.wait(mid, lambda m, a: got.extend(a["ids"])
-                      if m == "token" else None)
-except (EOFError, OSError) as e:
-    err, res = str(e), None
+err, res, got = truncate_under_generation(c, "v")
 t.ok(d.alive() and err is None and res is not None
      and res["finish"] == long_finish and got == want_long,
      "in memory, truncated under a generation: the turn completes with "
@@ -330,19 +338,7 @@ chat(c, "saved", "Go on")
 c.call("session.create", {"name": "victim"})
 chat(c, "victim", "Hello")
 settle(c)
-mid = c.send("chat", {"session": "victim", "text": "Go on",
-                      "params": LONG})
-got = []
-while len(got) < 5:
-    m = c.read()
-    if m[0] == 2 and m[1] == "token":
-        got += m[2][0]["ids"]
-os.truncate(model, os.path.getsize(model) // 2)
-try:
-    err, res = c.wait(mid, lambda m, a: got.extend(a["ids"])
-                      if m == "token" else None)
-except (EOFError, OSError) as e:
-    err, res = str(e), None
+err, res, got = truncate_under_generation(c, "victim")
 alive = d.alive()
 t.ok(alive, "truncated under a generation: the daemon did not die")
 t.ok(res is not None and res["finish"] == "error"
