@@ -1323,6 +1323,10 @@ QUANT_MMQ_ENTRY(q6_K)
  * 127, so they widen to 32 bits at each piece.
  */
 #define QUANT_MMQP_NC	4
+/* Decode prefetches this many bytes ahead of the group it reads: the
+ * hardware prefetcher alone left TinyLlama Q4_0/Q8_0 decode 12-15% slower
+ * (mean of 6-8 alternating runs, 2 threads). */
+#define QUANT_MMQP_AHEAD 2048
 
 
 QUANT_MMQ_KERNEL __m256i
@@ -1350,6 +1354,10 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 	for (int64_t i = 0; i < n / QK8_0; i++, g += bs) {
 		const uint8_t *qs = (const uint8_t *)g + 2 * QUANT_PACK_ROWS;
 		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+
+		if (nc == 1)
+			for (size_t o = 0; o < bs; o += 64)
+				_mm_prefetch(g + QUANT_MMQP_AHEAD + o, _MM_HINT_T0);
 
 		QUANT_UNROLL
 		for (int c = 0; c < nc; c++)
