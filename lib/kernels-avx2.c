@@ -853,6 +853,19 @@ quant_avx2_madd8(__m256i u, __m256i s)
  * product first and spills them to the stack (2x slower). */
 #define QUANT_KEEP(v)	__asm__("" : "+x"(v))
 
+/* Decode (one input) prefetches this many bytes ahead of the block it
+ * reads: the hardware prefetcher alone left TinyLlama Q4_0/Q8_0 decode
+ * 12-15% slower (mean of 6-8 alternating runs, 2 threads). */
+#define QUANT_DECODE_AHEAD 2048
+
+QUANT_MMQ_KERNEL void
+quant_avx2_prefetch(const void *block, size_t bs)
+{
+	for (size_t o = 0; o < bs; o += 64)
+		_mm_prefetch((const char *)block + QUANT_DECODE_AHEAD + o,
+		    _MM_HINT_T0);
+}
+
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_store(__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC], int nr, int nc,
     float *y, int64_t ldy)
@@ -938,6 +951,13 @@ quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
 		struct quant_avx2_b32 p[QUANT_MMQ_NR];
 
 		if (nc == 1) {
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
+				quant_avx2_prefetch(w + r * rs + i * (q4 ?
+				    sizeof(struct block_q4_0) :
+				    sizeof(struct block_q8_0)), q4 ?
+				    sizeof(struct block_q4_0) :
+				    sizeof(struct block_q8_0));
 			QUANT_UNROLL
 			for (int r = 0; r < nr; r++)
 				acc[r][0] = quant_avx2_b32_dot(
@@ -1067,9 +1087,12 @@ quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
 	for (int64_t i = 0; i < n / QK_K; i++) {
 		if (nc == 1) {
 			QUANT_UNROLL
-			for (int r = 0; r < nr; r++)
+			for (int r = 0; r < nr; r++) {
+				quant_avx2_prefetch(w + r * rs + i * bsize,
+				    bsize);
 				acc[r][0] = quant_avx2_k45_one(w + r * rs, i, x,
 				    acc[r][0], five);
+			}
 			continue;
 		}
 		QUANT_UNROLL
@@ -1221,9 +1244,13 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 	for (int64_t i = 0; i < n / QK_K; i++) {
 		if (nc == 1) {
 			QUANT_UNROLL
-			for (int r = 0; r < nr; r++)
+			for (int r = 0; r < nr; r++) {
+				quant_avx2_prefetch(w + r * rs + i *
+				    sizeof(struct block_q6_K),
+				    sizeof(struct block_q6_K));
 				acc[r][0] = quant_avx2_q6_K_one(w + r * rs, i, x,
 				    acc[r][0], pick);
+			}
 			continue;
 		}
 		QUANT_UNROLL
@@ -1323,10 +1350,6 @@ QUANT_MMQ_ENTRY(q6_K)
  * 127, so they widen to 32 bits at each piece.
  */
 #define QUANT_MMQP_NC	4
-/* Decode prefetches this many bytes ahead of the group it reads: the
- * hardware prefetcher alone left TinyLlama Q4_0/Q8_0 decode 12-15% slower
- * (mean of 6-8 alternating runs, 2 threads). */
-#define QUANT_MMQP_AHEAD 2048
 
 
 QUANT_MMQ_KERNEL __m256i
@@ -1356,8 +1379,7 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
 
 		if (nc == 1)
-			for (size_t o = 0; o < bs; o += 64)
-				_mm_prefetch(g + QUANT_MMQP_AHEAD + o, _MM_HINT_T0);
+			quant_avx2_prefetch(g, bs);
 
 		QUANT_UNROLL
 		for (int c = 0; c < nc; c++)
