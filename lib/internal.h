@@ -62,6 +62,7 @@ struct model {
 	void			*wmem;		/* weight memory (mmap) */
 	size_t			 wmem_len;
 	int			 packed;	/* some matrix is packed */
+	int			 no_room;	/* mapped: no memory for a copy */
 };
 
 /*

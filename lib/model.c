@@ -30,8 +30,13 @@
  *    reach the forward pass (model_weights_mapped()).  Only the reference
  *    path and a packed matrix's float fallback still read the mapping.
  *    MISTRAL_REPACK=0 keeps every weight in the mapping instead (no copy
- *    at start, pages shared with other processes mapping the file); if
- *    the region cannot be had, the model runs from the mapping too.
+ *    at start, pages shared with other processes mapping the file).  So
+ *    does a copy that would not fit: bigger than seven eighths of what
+ *    /proc/meminfo calls available, or refused by mmap (an address-space
+ *    limit).  Anonymous memory cannot be paged back to the file, so a
+ *    model that only fits as page cache (Mixtral on a 16 GB machine) must
+ *    stay mapped rather than be killed for want of memory; the summary
+ *    says which happened.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -551,6 +556,29 @@ model_copy_main(void *arg)
 	return NULL;
 }
 
+/* Whether bytes of anonymous memory fit in what the kernel reports as
+ * available (free memory plus reclaimable cache), keeping an eighth of it
+ * spare; 1 when it cannot tell.  Tests point MISTRAL_TEST_MEMINFO at a
+ * file of their own. */
+static int
+model_memory_allows(size_t bytes)
+{
+	const char *path = getenv("MISTRAL_TEST_MEMINFO");
+	FILE *fp = fopen(path != NULL ? path : "/proc/meminfo", "re");
+	char line[128];
+	unsigned long long kb = 0;
+	int found = 0;
+
+	if (fp == NULL)
+		return 1;
+	while (!found && fgets(line, sizeof line, fp) != NULL)
+		found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+	fclose(fp);
+	if (!found)
+		return 1;
+	return bytes / 1024 <= kb - kb / 8;
+}
+
 static void
 model_copy_weights(struct model *m)
 {
@@ -574,12 +602,18 @@ model_copy_weights(struct model *m)
 			c.n += (size_t)((v[i]->rows + MODEL_COPY_ROWS - 1) /
 			    MODEL_COPY_ROWS);
 	}
+	if (total > 0 && !model_memory_allows(total)) {
+		m->no_room = 1;
+		free(v);
+		return;
+	}
 	map = total == 0 ? MAP_FAILED : mmap(NULL, total + MODEL_HUGE_PAGE,
 	    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED ||
 	    (c.items = calloc(c.n, sizeof *c.items)) == NULL) {
 		if (map != MAP_FAILED)
 			munmap(map, total + MODEL_HUGE_PAGE);
+		m->no_room = total > 0;
 		free(v);
 		return;
 	}
@@ -868,7 +902,8 @@ model_summary(const struct model *m, uint32_t window, uint32_t n_global,
 	    m->name, m->path, params, m->file_type, hp->dim, hp->n_layers,
 	    hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->ffn_dim,
 	    hp->n_vocab, experts, hp->ctx_len, swa, w, n_global,
-	    exact ? "exact" : "evicting", wbytes, m->wmem == NULL ?
+	    exact ? "exact" : "evicting", wbytes, m->no_room ? "mapped from "
+	    "the file: too little memory for a copy" : m->wmem == NULL ?
 	    "mapped from the file" : m->packed ? "copied to memory, "
 	    "Q8_0/Q4_0 packed" : "copied to memory",
 	    kvb, m->fingerprint);

@@ -250,6 +250,62 @@ test_summary_memory(const char *repack, const char *want)
 	model_free(m);
 }
 
+/*
+ * A copy that would not fit in the available memory is not made: the
+ * model stays mapped (anonymous memory cannot be paged back to the file,
+ * so a model that only fits as page cache must not be copied) and says
+ * so, and computes what it computes mapped.
+ */
+static void
+test_no_room(const char *dir)
+{
+	const char *p = tap_fixture("dense/dense-q4_0.gguf");
+	char path[600], err[512], buf[2048];
+	struct model *m, *mm;
+	int32_t seq[16];
+	float *a, *b;
+	FILE *fp;
+	int i;
+
+	if (p == NULL) {
+		tap_skip("no room for a copy: ../shared/fixtures is absent");
+		return;
+	}
+	snprintf(path, sizeof path, "%s/meminfo", dir);
+	if ((fp = fopen(path, "w")) == NULL) {
+		tap_ok(0, "fake meminfo written");
+		return;
+	}
+	fputs("MemTotal:        1000 kB\nMemFree:          100 kB\n"
+	    "MemAvailable:     100 kB\n", fp);
+	fclose(fp);
+	setenv("MISTRAL_TEST_MEMINFO", path, 1);
+	i = model_load(p, &m, err, sizeof err);
+	unsetenv("MISTRAL_TEST_MEMINFO");
+	if (i != 0) {
+		tap_ok(0, "dense-q4_0 loads with 100 kB available: %s", err);
+		return;
+	}
+	model_summary(m, 0, 0, 0, buf, sizeof buf);
+	tap_ok(model_weights_mapped(m) && strstr(buf, "mapped from the file: "
+	    "too little memory for a copy") != NULL, "100 kB available: the "
+	    "weights stay mapped and the summary says why");
+	setenv("MISTRAL_REPACK", "0", 1);
+	i = model_load(p, &mm, err, sizeof err);
+	unsetenv("MISTRAL_REPACK");
+	for (int j = 0; j < 16; j++)
+		seq[j] = 1 + (j * 37) % 200;
+	a = i == 0 ? run_logits(m, seq, 16, 16, KV_TYPE_F32) : NULL;
+	b = i == 0 ? run_logits(mm, seq, 16, 16, KV_TYPE_F32) : NULL;
+	tap_ok(a != NULL && b != NULL && memcmp(a, b, (size_t)16 *
+	    model_hparams(m)->n_vocab * sizeof *a) == 0, "and gives the bits "
+	    "of the same file read with MISTRAL_REPACK=0");
+	free(a);
+	free(b);
+	model_free(mm);
+	model_free(m);
+}
+
 /* Greedy generation from a prompt, one token at a time after prefill. */
 static int
 greedy(struct model *m, const int32_t *prompt, int64_t np, int64_t ngen,
@@ -525,6 +581,7 @@ main(void)
 	test_summary_memory("0", "mapped from the file");
 	unsetenv("MISTRAL_REPACK");
 	test_summary_memory(NULL, "copied to memory, Q8_0/Q4_0 packed");
+	test_no_room(dir);
 	test_stories_logits();
 	test_greedy("stories260K/stories260K.gguf",
 	    "stories260K/stories260K.greedy256.txt", 256);
