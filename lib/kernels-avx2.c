@@ -940,6 +940,8 @@ quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc,
     const int q4)
 {
+	const size_t bs = q4 ? sizeof(struct block_q4_0) :
+	    sizeof(struct block_q8_0);
 	__m256 acc[QUANT_MMQ_NR][QUANT_MMQ_NC];
 
 	QUANT_UNROLL
@@ -953,11 +955,7 @@ quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
 		if (nc == 1) {
 			QUANT_UNROLL
 			for (int r = 0; r < nr; r++)
-				quant_avx2_prefetch(w + r * rs + i * (q4 ?
-				    sizeof(struct block_q4_0) :
-				    sizeof(struct block_q8_0)), q4 ?
-				    sizeof(struct block_q4_0) :
-				    sizeof(struct block_q8_0));
+				quant_avx2_prefetch(w + r * rs + i * bs, bs);
 			QUANT_UNROLL
 			for (int r = 0; r < nr; r++)
 				acc[r][0] = quant_avx2_b32_dot(

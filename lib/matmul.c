@@ -151,16 +151,19 @@ quant_act_at(const struct quant_act *a, int64_t i)
 	    a->s + i * ns };
 }
 
-/* Rows [r0, r1) times inputs [c0, c1) of a, in the tiles of DESIGN 1. */
+/* Rows [r0, r1) times inputs [c0, c1) of a, in the tiles of DESIGN 1; a
+ * packed matrix (quant.h) in tiles of its groups of 8 rows, whose group
+ * holding row r (a multiple of 8) starts at w + r * rs as well. */
 static void
 quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
-    size_t rs, const struct quant_act *a, int64_t c0, int64_t c1, float *y,
-    int64_t ldy, int64_t r0, int64_t r1)
+    size_t rs, int packed, const struct quant_act *a, int64_t c0, int64_t c1,
+    float *y, int64_t ldy, int64_t r0, int64_t r1)
 {
 	struct quant_q8x qx[QUANT_MM_CBLOCK];
-	int64_t tr = k->mmq_tile_rows, tc = k->mmq_tile_cols;
+	int64_t tr = packed ? QUANT_PACK_ROWS : k->mmq_tile_rows;
+	int64_t tc = packed ? k->mmqp_cols : k->mmq_tile_cols;
 
-	if (c1 - c0 == 1) {
+	if (!packed && c1 - c0 == 1) {
 		qx[0] = quant_act_at(a, c0);
 		for (int64_t r = r0; r < r1; r += k->mmq_rows)
 			k->mmq[t](w + r * rs, rs, (int)(r1 - r < k->mmq_rows ?
@@ -177,10 +180,17 @@ quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
 		for (int64_t r = r0; r < r1; r += tr) {
 			int nr = (int)(r1 - r < tr ? r1 - r : tr);
 
-			for (int64_t c = cb; c < ce; c += tc)
-				k->mmq[t](w + r * rs, rs, nr, qx + (c - cb),
-				    (int)(ce - c < tc ? ce - c : tc),
-				    y + c * ldy + r, ldy, a->cols);
+			for (int64_t c = cb; c < ce; c += tc) {
+				int nc = (int)(ce - c < tc ? ce - c : tc);
+
+				if (packed)
+					k->mmqp[t](w + r * rs, nr, qx + (c - cb),
+					    nc, y + c * ldy + r, ldy, a->cols);
+				else
+					k->mmq[t](w + r * rs, rs, nr, qx + (c -
+					    cb), nc, y + c * ldy + r, ldy,
+					    a->cols);
+			}
 		}
 	}
 }
@@ -197,48 +207,25 @@ quant_matmul_act(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
 	    (quant_q8x_is_k(t) ? QUANT_ACT_Q8_K : QUANT_ACT_Q8_0) || r0 < 0 ||
 	    r1 > rows || r0 >= r1 || (a->n > 1 && ldy < r1))
 		return;
-	quant_mm_tiles(k, t, w, rs, a, 0, a->n, y, ldy, r0, r1);
+	quant_mm_tiles(k, t, w, rs, 0, a, 0, a->n, y, ldy, r0, r1);
 }
 
-/*
- * Packed matrices (quant.h): one input walks the groups of 8 rows in
- * order, a single stream through memory; more take tiles of 8 rows by up
- * to mmqp_cols inputs over blocks of QUANT_MM_CBLOCK inputs, as above.
- */
+/* Packed matrices (quant.h): one input walks the groups of 8 rows in
+ * order, a single stream through memory; more take tiles of 8 rows. */
 void
 quant_matmul_packed(enum ggml_type t, const void *p, int64_t rows,
     int64_t cols, const struct quant_act *a, float *y, int64_t ldy,
     int64_t r0, int64_t r1)
 {
 	const struct quant_kernels *k = quant_kernels();
-	struct quant_q8x qx[QUANT_MM_CBLOCK];
-	size_t gs = QUANT_PACK_ROWS * quant_row_size(t, cols);
-	int64_t tc;
 
 	if (!quant_packable(t, cols) || k->mmqp[t] == NULL ||
 	    a->cols != cols || a->n <= 0 || a->fmt != QUANT_ACT_Q8_0 ||
 	    r0 < 0 || r0 % QUANT_PACK_ROWS != 0 || r1 > rows || r0 >= r1 ||
 	    (a->n > 1 && ldy < r1))
 		return;
-	tc = k->mmqp_cols;
-	for (int64_t cb = 0; cb < a->n; cb += QUANT_MM_CBLOCK) {
-		int64_t ce = a->n - cb < QUANT_MM_CBLOCK ? a->n : cb +
-		    QUANT_MM_CBLOCK;
-
-		for (int64_t c = cb; c < ce; c++)
-			qx[c - cb] = quant_act_at(a, c);
-		for (int64_t r = r0; r < r1; r += QUANT_PACK_ROWS) {
-			const char *g = (const char *)p + (size_t)(r /
-			    QUANT_PACK_ROWS) * gs;
-			int nr = (int)(r1 - r < QUANT_PACK_ROWS ? r1 - r :
-			    QUANT_PACK_ROWS);
-
-			for (int64_t c = cb; c < ce; c += tc)
-				k->mmqp[t](g, nr, qx + (c - cb),
-				    (int)(ce - c < tc ? ce - c : tc),
-				    y + c * ldy + r, ldy, cols);
-		}
-	}
+	quant_mm_tiles(k, t, p, quant_row_size(t, cols), 1, a, 0, a->n, y,
+	    ldy, r0, r1);
 }
 
 size_t
@@ -304,7 +291,7 @@ quant_mm_q8(const struct quant_kernels *k, enum ggml_type t, int fmt,
 
 		quant_act_bind(&a, buf, fmt, cols, m);
 		quant_act_fill(&a, x + i0 * cols, 0, m);
-		quant_mm_tiles(k, t, w, rs, &a, 0, m, y + i0 * ldy, ldy, r0,
+		quant_mm_tiles(k, t, w, rs, 0, &a, 0, m, y + i0 * ldy, ldy, r0,
 		    r1);
 	}
 }

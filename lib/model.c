@@ -451,56 +451,61 @@ model_packs(const struct mtensor *t)
 	    quant_act_fmt(t->type, t->cols) != QUANT_ACT_NONE;
 }
 
+/* One matrix of weight memory: whether it is packed and the bytes it
+ * takes there, a multiple of 64. */
+struct model_copy_plan {
+	struct mtensor	*t;
+	int		 pack;
+	size_t		 size;
+};
+
+static void
+model_plan(struct model *m, struct mtensor *t, struct model_copy_plan *v,
+    size_t *k)
+{
+	int pack = t != &m->tok_embd && model_packs(t);	/* rows: never */
+	size_t n = pack ? quant_pack_size(t->type, t->rows, t->cols) :
+	    t->row_size * (size_t)t->rows;
+
+	if (t->data != NULL)
+		v[(*k)++] = (struct model_copy_plan){ t, pack,
+		    (n + 63) & ~(size_t)63 };
+}
+
 /* Everything of the weights the forward pass reads from the file: the
  * matrices, the embeddings (their rows), and a tied output once more when
  * it is packed (else it shares the embeddings' copy): *n of them in a
  * calloc()ed array, or NULL. */
-static struct mtensor **
+static struct model_copy_plan *
 model_matrices(struct model *m, size_t *n)
 {
 	size_t cap = (size_t)m->hp.n_layers * (7 + 3 * (size_t)m->hp.n_experts)
 	    + 2, k = 0;
-	struct mtensor **v = calloc(cap, sizeof *v);
+	struct model_copy_plan *v = calloc(cap, sizeof *v);
 
 	if (v == NULL)
 		return NULL;
 	for (uint32_t i = 0; i < m->hp.n_layers; i++) {
 		struct layer *ly = &m->layers[i];
 
-		v[k++] = &ly->wq;
-		v[k++] = &ly->wk;
-		v[k++] = &ly->wv;
-		v[k++] = &ly->wo;
-		v[k++] = &ly->w_gate;
-		v[k++] = &ly->w_up;
-		v[k++] = &ly->w_down;
+		model_plan(m, &ly->wq, v, &k);
+		model_plan(m, &ly->wk, v, &k);
+		model_plan(m, &ly->wv, v, &k);
+		model_plan(m, &ly->wo, v, &k);
+		model_plan(m, &ly->w_gate, v, &k);
+		model_plan(m, &ly->w_up, v, &k);
+		model_plan(m, &ly->w_down, v, &k);
 		for (uint32_t e = 0; e < m->hp.n_experts; e++) {
-			v[k++] = &ly->e_gate[e];
-			v[k++] = &ly->e_up[e];
-			v[k++] = &ly->e_down[e];
+			model_plan(m, &ly->e_gate[e], v, &k);
+			model_plan(m, &ly->e_up[e], v, &k);
+			model_plan(m, &ly->e_down[e], v, &k);
 		}
 	}
-	v[k++] = &m->tok_embd;
+	model_plan(m, &m->tok_embd, v, &k);
 	if (m->output.data != m->tok_embd.data || model_packs(&m->output))
-		v[k++] = &m->output;
+		model_plan(m, &m->output, v, &k);
 	*n = k;
 	return v;
-}
-
-/* The embeddings are read by rows, never packed. */
-#define MODEL_PACKS(m, t) ((t) != &(m)->tok_embd && model_packs(t))
-
-/* Bytes t takes in weight memory, packed or not, a multiple of 64. */
-static size_t
-model_copy_size(const struct mtensor *t, int pack)
-{
-	size_t n;
-
-	if (t->data == NULL)
-		return 0;
-	n = pack ? quant_pack_size(t->type, t->rows, t->cols) :
-	    t->row_size * (size_t)t->rows;
-	return (n + 63) & ~(size_t)63;
 }
 
 /* Give back the whole pages of [p, p + len) in the file mapping. */
@@ -585,7 +590,7 @@ model_copy_weights(struct model *m)
 	const char *env = getenv("MISTRAL_REPACK");
 	struct model_copy c = { NULL, 0, 0 };
 	pthread_t th[MODEL_COPY_THREADS];
-	struct mtensor **v;
+	struct model_copy_plan *v;
 	size_t n, i, total = 0, off = 0;
 	long nt = sysconf(_SC_NPROCESSORS_ONLN), started = 0;
 	int tied = m->output.data == m->tok_embd.data;
@@ -597,10 +602,9 @@ model_copy_weights(struct model *m)
 	if ((v = model_matrices(m, &n)) == NULL)
 		return;
 	for (i = 0; i < n; i++) {
-		total += model_copy_size(v[i], MODEL_PACKS(m, v[i]));
-		if (v[i]->data != NULL)
-			c.n += (size_t)((v[i]->rows + MODEL_COPY_ROWS - 1) /
-			    MODEL_COPY_ROWS);
+		total += v[i].size;
+		c.n += (size_t)((v[i].t->rows + MODEL_COPY_ROWS - 1) /
+		    MODEL_COPY_ROWS);
 	}
 	if (total > 0 && !model_memory_allows(total)) {
 		m->no_room = 1;
@@ -622,14 +626,11 @@ model_copy_weights(struct model *m)
 	madvise(base, total, MADV_HUGEPAGE);
 	c.n = 0;
 	for (i = 0; i < n; i++) {
-		if (v[i]->data == NULL)
-			continue;
-		for (int64_t r = 0; r < v[i]->rows; r += MODEL_COPY_ROWS)
-			c.items[c.n++] = (struct model_copy_item){ v[i],
-			    base + off, r, r + MODEL_COPY_ROWS < v[i]->rows ?
-			    r + MODEL_COPY_ROWS : v[i]->rows,
-			    MODEL_PACKS(m, v[i]) };
-		off += model_copy_size(v[i], MODEL_PACKS(m, v[i]));
+		for (int64_t r = 0; r < v[i].t->rows; r += MODEL_COPY_ROWS)
+			c.items[c.n++] = (struct model_copy_item){ v[i].t,
+			    base + off, r, r + MODEL_COPY_ROWS < v[i].t->rows ?
+			    r + MODEL_COPY_ROWS : v[i].t->rows, v[i].pack };
+		off += v[i].size;
 	}
 	if (nt > MODEL_COPY_THREADS)
 		nt = MODEL_COPY_THREADS;
@@ -640,16 +641,13 @@ model_copy_weights(struct model *m)
 	while (started > 0)
 		pthread_join(th[--started], NULL);
 	/* every thread is done with the old pointers */
-	for (i = 0; i < c.n; i++) {
-		struct mtensor *t = c.items[i].t;
-
-		if (c.items[i].r0 != 0)
-			continue;
-		if (c.items[i].pack) {
-			t->packed = c.items[i].dst;
+	for (i = 0, off = 0; i < n; i++) {
+		if (v[i].pack) {
+			v[i].t->packed = base + off;
 			m->packed = 1;
 		} else
-			t->data = c.items[i].dst;
+			v[i].t->data = base + off;
+		off += v[i].size;
 	}
 	if (tied)
 		m->output.data = m->tok_embd.data;

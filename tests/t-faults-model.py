@@ -79,6 +79,16 @@ def settle(c):
         time.sleep(0.05)
     return False
 
+def saved_and_victim(c, victim):
+    """Session "saved" with two stored turns, session victim with one."""
+    c.call("session.create", {"name": "saved"})
+    chat(c, "saved", "Hello")
+    chat(c, "saved", "Go on")
+    c.call("session.create", {"name": victim})
+    chat(c, victim, "Hello")
+    settle(c)
+
+
 def truncate_under_generation(c, name):
     """Start a long turn on session name, cut the model file to half its
     size once 5 tokens have streamed, and wait for the turn: returns
@@ -155,6 +165,24 @@ def refuses_start(d):
     d.stop()
     return None
 
+def refused_then_whole(d, damage, name):
+    """In memory mode, after the damage: a restart is refused naming the
+    file; once the file is whole again, session name continues with the
+    undisturbed tokens from its stored cache."""
+    why = refuses_start(d)
+    t.ok(why is not None and model in why,
+         "restarted on the %s file, it refuses to start, naming the "
+         "file (%s)" % (damage, why))
+    install(pristine)
+    d.start()
+    c = d.client()
+    r, ids = chat(c, name, "And then?")
+    t.ok(ids == want_mem[2] and not r["rebuilt"],
+         "once the file is whole again, session %s continues with the "
+         "undisturbed tokens, from its stored cache" % name)
+    c.close()
+    d.stop()
+
 
 def reference(name, mapped):
     """Tokens of a daemon on the pristine model that nothing disturbs:
@@ -189,12 +217,7 @@ t.ok(where == "mapped", "with MISTRAL_REPACK=0 they are read from the "
 d = daemon("mem", env={"MISTRALD_TEST_MODEL_POLL_MS": "20"})
 d.start()
 c = d.client()
-c.call("session.create", {"name": "saved"})
-chat(c, "saved", "Hello")
-chat(c, "saved", "Go on")
-c.call("session.create", {"name": "v"})
-chat(c, "v", "Hello")
-settle(c)
+saved_and_victim(c, "v")
 answered = d.logtext().count("turn answered")
 err, res, got = truncate_under_generation(c, "v")
 t.ok(d.alive() and err is None and res is not None
@@ -234,20 +257,8 @@ settle(c)
 c.close()
 rc, _ = d.stop()
 t.ok(rc == 0, "and the daemon stops cleanly (exit %s)" % rc)
-why = refuses_start(d)
-t.ok(why is not None and model in why,
-     "restarted on the damaged file, it refuses to start, naming the "
-     "file (%s)" % why)
-install(pristine)
 d.env = {}
-d.start()
-c = d.client()
-r, ids = chat(c, "saved", "And then?")
-t.ok(ids == want_mem[2] and not r["rebuilt"],
-     "once the file is whole again, a session saved before continues "
-     "with the undisturbed tokens, from its stored cache")
-c.close()
-d.stop()
+refused_then_whole(d, "damaged", "saved")
 
 # B. In memory: rewritten in place while idle, by a cp of another model
 # onto the file that stops halfway (killed, disk full): the file is empty
@@ -284,19 +295,7 @@ t.ok(seen and ids1 == want_mem[1] and ids2 == want_mem[0]
 settle(c)
 c.close()
 d.stop()
-why = refuses_start(d)
-t.ok(why is not None and model in why,
-     "restarted on the rewritten file, it refuses to start, naming the "
-     "file (%s)" % why)
-install(pristine)
-d.start()
-c = d.client()
-r, ids = chat(c, "r", "And then?")
-t.ok(ids == want_mem[2] and not r["rebuilt"],
-     "once the file is whole again, the session continues with the "
-     "undisturbed tokens, from its stored cache")
-c.close()
-d.stop()
+refused_then_whole(d, "rewritten", "r")
 
 # C. Mapped: replaced by rename while serving.
 d = daemon("rename", env={"MISTRALD_TEST_MODEL_POLL_MS": "100"},
@@ -332,12 +331,7 @@ install(pristine)
 d = daemon("sigbus", env={"MISTRALD_TEST_MODEL_POLL_MS": "0"}, mapped=True)
 d.start()
 c = d.client()
-c.call("session.create", {"name": "saved"})
-chat(c, "saved", "Hello")
-chat(c, "saved", "Go on")
-c.call("session.create", {"name": "victim"})
-chat(c, "victim", "Hello")
-settle(c)
+saved_and_victim(c, "victim")
 err, res, got = truncate_under_generation(c, "victim")
 alive = d.alive()
 t.ok(alive, "truncated under a generation: the daemon did not die")

@@ -1501,9 +1501,9 @@ t_size(const char *path)
 static char *
 t_wal(const char *dir)
 {
-	static char path[4096];
+	static char path[4200];
 
-	snprintf(path, sizeof path, "%s/%s-wal", dir, STORE_DB_NAME);
+	snprintf(path, sizeof path, "%s-wal", t_db(dir));
 	return path;
 }
 
