@@ -850,7 +850,8 @@ quant_avx2_madd8(__m256i u, __m256i s)
 #define QUANT_UNROLL _Pragma("GCC unroll 8")
 /* Pins v in a register at this point of a sum: without it the compiler
  * may reassociate the integer sums into a tree that computes every
- * product first and spills them to the stack (2x slower). */
+ * product first and spills them to the stack (the packed Q4_0 tile ran
+ * 107 instead of 127 GOP/s on one Zen 3 core). */
 #define QUANT_KEEP(v)	__asm__("" : "+x"(v))
 
 /* Decode (one input) prefetches this many bytes ahead of the block it

@@ -49,8 +49,9 @@
  *    exact integer sum, then acc = fmaf(isum, d_w * d_x, acc) in block
  *    order.  A SIMD lane does exactly that, so the scalar and the AVX2
  *    kernels give the same bits, whatever the batch.  This is what makes
- *    decode of these types reach memory speed (fewer instructions per
- *    byte) and batched products 1.5-2x faster than per-row tiles.
+ *    decode of these types fast (fewer instructions per byte: one Zen 3
+ *    core, 4096 x 4096, Q4_0 10.4 -> 26.5 GB/s, Q8_0 13.5 -> 17.9) and
+ *    batched products 1.4-1.9x faster than the per-row tiles.
  */
 #ifndef QUANT_INTERNAL_H
 #define QUANT_INTERNAL_H
