@@ -119,49 +119,56 @@ struct fwd {
 /* ---- parallel helpers ---------------------------------------------- */
 
 /*
- * Matrix products, possibly several sharing one input (Q, K and V; gate
- * and up), as one pool job: the rows of all the matrices are cut into
- * items of whole 8-row groups, a few per thread, so that a thread the
- * kernel has preempted holds up at most one item.  Items are whole groups
- * of 8 rows, so a packed matrix (quant.h) is never cut inside a group.
+ * Matrix products as pool jobs.  A job holds one or more products (Q, K
+ * and V of a layer; the gate and up products of an FFN, or of every
+ * expert a step chose), and the rows of all of them are cut into items of
+ * whole 8-row groups, about FWD_MM_ITEMS per thread, so that a thread the
+ * kernel has preempted, or one that started late, holds up at most a
+ * small item at the end.  Items are whole groups of 8 rows, so a packed
+ * matrix (quant.h) is never cut inside a group.
+ *
+ * A product with `up` set is an FFN's gate: its item computes the same
+ * rows of x.w (into y) and x.up (into y2), then y = silu(y) * y2 for those
+ * rows, so SwiGLU needs no job of its own (the same arithmetic per
+ * element as before: results are the same bits).
  */
-#define FWD_MM_MAX 3
+#define FWD_MM_MAX	16	/* products per job */
+#define FWD_MM_ITEMS	8	/* items per thread and product */
+
+struct fwd_mm {
+	const struct mtensor	*w;
+	const struct mtensor	*up;	/* or NULL */
+	const float		*x;	/* (n, w->cols) */
+	int64_t			 n;
+	float			*y;	/* (n, w->rows) */
+	float			*y2;	/* (n, w->rows) if up */
+	const struct quant_act	*act[2];	/* int8 inputs of w and up,
+						   or NULL: float product */
+};
 
 struct fwd_mm_job {
 	struct fwd		*f;
-	int			 n_mats;
-	const struct mtensor	*w[FWD_MM_MAX];
-	float			*y[FWD_MM_MAX];
+	int			 n_mm;
+	const struct fwd_mm	*mm;
 	long			 first[FWD_MM_MAX + 1];	/* first item of each */
-	long			 per[FWD_MM_MAX];	/* rows per item */
-	const struct quant_act	*act[FWD_MM_MAX];	/* or NULL */
-	const float		*x;
-	int64_t			 n;
+	int64_t			 per[FWD_MM_MAX];	/* rows per item */
 };
 
+/* Rows [r0, r1) of the product of w and input x or act into y. */
 static void
-fwd_matmul_cb(void *arg, long item, int ith)
+fwd_mm_rows(struct fwd_thread *th, const struct mtensor *w, const float *x,
+    int64_t n, const struct quant_act *act, float *y, int64_t r0, int64_t r1)
 {
-	struct fwd_mm_job *j = arg;
-	struct fwd_thread *th = &j->f->th[ith];
-	const struct mtensor *w;
-	int64_t r0, r1;
 	size_t need;
-	int m = 0;
 
-	while (item >= j->first[m + 1])
-		m++;
-	w = j->w[m];
-	r0 = (item - j->first[m]) * j->per[m];
-	r1 = r0 + j->per[m] < w->rows ? r0 + j->per[m] : w->rows;
-	if (j->act[m] != NULL && w->packed != NULL) {
-		quant_matmul_packed(w->type, w->packed, w->rows, w->cols,
-		    j->act[m], j->y[m], w->rows, r0, r1);
+	if (act != NULL && w->packed != NULL) {
+		quant_matmul_packed(w->type, w->packed, w->rows, w->cols, act,
+		    y, w->rows, r0, r1);
 		return;
 	}
-	if (j->act[m] != NULL) {
-		quant_matmul_act(w->type, w->data, w->rows, w->cols, j->act[m],
-		    j->y[m], w->rows, r0, r1);
+	if (act != NULL) {
+		quant_matmul_act(w->type, w->data, w->rows, w->cols, act, y,
+		    w->rows, r0, r1);
 		return;
 	}
 	need = quant_matmul_scratch(w->type, w->cols, r1 - r0);
@@ -173,8 +180,36 @@ fwd_matmul_cb(void *arg, long item, int ith)
 			th->mm_cap = need;
 		}
 	}
-	quant_matmul(w->type, w->data, w->rows, w->cols, j->x, j->n, j->y[m],
-	    w->rows, r0, r1, th->mm_cap >= need ? th->mm : NULL);
+	quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, w->rows, r0,
+	    r1, th->mm_cap >= need ? th->mm : NULL);
+}
+
+static void
+fwd_matmul_cb(void *arg, long item, int ith)
+{
+	struct fwd_mm_job *j = arg;
+	struct fwd_thread *th = &j->f->th[ith];
+	const struct fwd_mm *p;
+	int64_t r0, r1, rows, c, r;
+	int m = 0;
+
+	while (item >= j->first[m + 1])
+		m++;
+	p = &j->mm[m];
+	rows = p->w->rows;
+	r0 = (item - j->first[m]) * j->per[m];
+	r1 = r0 + j->per[m] < rows ? r0 + j->per[m] : rows;
+	fwd_mm_rows(th, p->w, p->x, p->n, p->act[0], p->y, r0, r1);
+	if (p->up == NULL)
+		return;
+	fwd_mm_rows(th, p->up, p->x, p->n, p->act[1], p->y2, r0, r1);
+	for (c = 0; c < p->n; c++)
+		for (r = r0; r < r1; r++) {
+			float g = p->y[c * rows + r];
+
+			p->y[c * rows + r] = g / (1.0f + expf(-g)) *
+			    p->y2[c * rows + r];
+		}
 }
 
 #define FWD_ACT_ITEM 4	/* inputs per item of the quantizing job */
@@ -195,62 +230,85 @@ fwd_act_cb(void *arg, long item, int ith)
 }
 
 /*
- * y[i] (n, w[i]->rows) = x (n, cols) . w[i]^T for each of n_mats.  Inputs
- * that go to int8 are quantized once here, per format, for all the
- * matrices and threads (a batch of more than one input in parallel).
+ * Quantize the n inputs x (n, cols) to int8 format fmt into a, in f's
+ * buffer for fmt (a batch of more than a few inputs in parallel).
  */
 static void
-fwd_matmul_n(struct fwd *f, int n_mats, const struct mtensor *const *w,
-    const float *x, int64_t n, float *const *y)
+fwd_quantize(struct fwd *f, struct quant_act *a, int fmt, const float *x,
+    int64_t cols, int64_t n)
+{
+	struct fwd_act_job aj = { a, x, n };
+
+	quant_act_bind(a, f->act[fmt], fmt, cols, n);
+	if (n > 2)
+		pool_run(f->pool, fwd_act_cb, &aj, (long)((n + FWD_ACT_ITEM -
+		    1) / FWD_ACT_ITEM));
+	else
+		quant_act_fill(a, x, 0, n);
+}
+
+/* The format w takes its input in, or QUANT_ACT_NONE for a float product
+ * (a type without int8 kernels, or an input wider than the buffers). */
+static int
+fwd_act_fmt(const struct fwd *f, const struct mtensor *w)
+{
+	if (w->cols > f->act_cols)
+		return QUANT_ACT_NONE;
+	return quant_act_fmt(w->type, w->cols);
+}
+
+/*
+ * Run n_mm products as one pool job.  A product whose act[] is NULL but
+ * whose matrix takes int8 inputs has its x quantized here, once per
+ * format; products of one job that quantize here share that x.  (The MoE
+ * path quantizes its gathered inputs itself and passes views.)
+ */
+static void
+fwd_products(struct fwd *f, struct fwd_mm *mm, int n_mm)
 {
 	struct quant_act act[3];
 	struct fwd_mm_job j;
-	long items, target = 4L * f->n_threads;
-	int i, fmt, have = 0;
+	long items, target = FWD_MM_ITEMS * (long)f->n_threads;
+	int i, k, fmt, have = 0;
 
-	for (i = 0; i < n_mats; i++) {
-		fmt = quant_act_fmt(w[i]->type, w[i]->cols);
-		j.act[i] = NULL;
-		if (fmt == QUANT_ACT_NONE || w[i]->cols > f->act_cols)
-			continue;
-		if (!(have & 1 << fmt)) {
-			struct fwd_act_job aj = { &act[fmt], x, n };
+	for (i = 0; i < n_mm; i++)
+		for (k = 0; k < 2; k++) {
+			const struct mtensor *w = k == 0 ? mm[i].w : mm[i].up;
 
-			quant_act_bind(&act[fmt], f->act[fmt], fmt, w[i]->cols,
-			    n);
-			if (n > 1)
-				pool_run(f->pool, fwd_act_cb, &aj, (long)((n +
-				    FWD_ACT_ITEM - 1) / FWD_ACT_ITEM));
-			else
-				quant_act_fill(&act[fmt], x, 0, n);
-			have |= 1 << fmt;
+			if (w == NULL || mm[i].act[k] != NULL ||
+			    (fmt = fwd_act_fmt(f, w)) == QUANT_ACT_NONE)
+				continue;
+			if (!(have & 1 << fmt)) {
+				fwd_quantize(f, &act[fmt], fmt, mm[i].x,
+				    w->cols, mm[i].n);
+				have |= 1 << fmt;
+			}
+			mm[i].act[k] = &act[fmt];
 		}
-		j.act[i] = &act[fmt];
-	}
 	j.f = f;
-	j.n_mats = n_mats;
-	j.x = x;
-	j.n = n;
+	j.n_mm = n_mm;
+	j.mm = mm;
 	j.first[0] = 0;
-	for (i = 0; i < n_mats; i++) {
-		int64_t rows = w[i]->rows;
+	for (i = 0; i < n_mm; i++) {
+		int64_t rows = mm[i].w->rows;
 
 		items = rows / 16 < target ? rows / 16 : target;
 		if (items < 1)
 			items = 1;
 		j.per[i] = ((rows + items - 1) / items + 7) & ~7L;
-		j.w[i] = w[i];
-		j.y[i] = y[i];
 		j.first[i + 1] = j.first[i] + (rows + j.per[i] - 1) / j.per[i];
 	}
-	pool_run(f->pool, fwd_matmul_cb, &j, j.first[n_mats]);
+	pool_run(f->pool, fwd_matmul_cb, &j, j.first[n_mm]);
 }
 
+/* y (n, w->rows) = x (n, w->cols) . w^T */
 static void
 fwd_matmul(struct fwd *f, const struct mtensor *w, const float *x, int64_t n,
     float *y)
 {
-	fwd_matmul_n(f, 1, &w, x, n, &y);
+	struct fwd_mm mm = { w, NULL, x, n, y, NULL, { NULL, NULL } };
+
+	fwd_products(f, &mm, 1);
 }
 
 static void
@@ -266,38 +324,6 @@ fwd_rmsnorm(float *out, const float *x, const float *w, int64_t dim,
 	scale = (float)(1.0 / sqrt(ss / (double)dim + eps));
 	for (i = 0; i < dim; i++)
 		out[i] = x[i] * scale * w[i];
-}
-
-#define FWD_SWIGLU_ITEM 4096	/* elements per item */
-
-struct fwd_swiglu_job {
-	float	*a;		/* gate, becomes silu(gate) * up */
-	const float *b;		/* up */
-	long	 n;
-};
-
-static void
-fwd_swiglu_cb(void *arg, long item, int ith)
-{
-	struct fwd_swiglu_job *j = arg;
-	long lo = item * FWD_SWIGLU_ITEM, hi = lo + FWD_SWIGLU_ITEM, i;
-
-	if (hi > j->n)
-		hi = j->n;
-	for (i = lo; i < hi; i++) {
-		float g = j->a[i];
-
-		j->a[i] = g / (1.0f + expf(-g)) * j->b[i];
-	}
-}
-
-static void
-fwd_swiglu(struct fwd *f, float *gate, const float *up, long n)
-{
-	struct fwd_swiglu_job j = { gate, up, n };
-
-	pool_run(f->pool, fwd_swiglu_cb, &j,
-	    (n + FWD_SWIGLU_ITEM - 1) / FWD_SWIGLU_ITEM);
 }
 
 /* ---- RoPE ----------------------------------------------------------- */
@@ -381,7 +407,6 @@ fwd_seg_range(const struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
 	const struct kvcache *kv = r->kv;
 	uint32_t hd = f->m->hp.head_dim;
 	int64_t gend = kv->base + kv->p.n_global, end;
-	size_t hoff;
 
 	while (a < b && ns < FWD_SEG_MAX) {
 		if (a >= r->p0) {
@@ -400,11 +425,9 @@ fwd_seg_range(const struct fwd *f, const struct fwd_seqrun *r, uint32_t layer,
 		    (int64_t)kv->p.window)
 			end = a + (int64_t)kv->p.window - a %
 			    (int64_t)kv->p.window;	/* the ring wraps */
-		hoff = quant_row_size(kv_type_ggml(kv->p.type),
-		    (int64_t)h * hd);
-		seg[ns++] = (struct fwd_seg){ kvcache_k_row(kv, layer,
-		    kvcache_slot_of(kv, a)) + hoff, kvcache_v_row(kv, layer,
-		    kvcache_slot_of(kv, a)) + hoff, kv->row_bytes,
+		seg[ns++] = (struct fwd_seg){ kvcache_k_head(kv, layer, h,
+		    kvcache_slot_of(kv, a)), kvcache_v_head(kv, layer, h,
+		    kvcache_slot_of(kv, a)), kv->head_bytes,
 		    fwd_seg_type(kv->p.type), end - a };
 		a = end;
 	}
@@ -483,6 +506,7 @@ fwd_store_kv(struct fwd *f, uint32_t layer)
 	for (r = 0; r < f->n_runs; r++) {
 		const struct fwd_seqrun *sr = &f->runs[r];
 		struct kvcache *kv = sr->kv;
+		uint32_t h;
 		int64_t last = sr->p0 + sr->n - 1;
 		int64_t gend = kv->base + kv->p.n_global;
 
@@ -493,12 +517,15 @@ fwd_store_kv(struct fwd *f, uint32_t layer)
 			if (p >= gend && p <= last - (int64_t)kv->p.window)
 				continue;	/* overwritten within this run */
 			slot = kvcache_slot_of(kv, p);
-			memcpy(kvcache_k_row(kv, layer, slot),
-			    f->kq + (size_t)(sr->t0 + i) * kv->row_bytes,
-			    kv->row_bytes);
-			memcpy(kvcache_v_row(kv, layer, slot),
-			    f->vq + (size_t)(sr->t0 + i) * kv->row_bytes,
-			    kv->row_bytes);
+			for (h = 0; h < kv->n_heads; h++) {
+				size_t off = (size_t)(sr->t0 + i) *
+				    kv->row_bytes + h * kv->head_bytes;
+
+				memcpy(kvcache_k_head(kv, layer, h, slot),
+				    f->kq + off, kv->head_bytes);
+				memcpy(kvcache_v_head(kv, layer, h, slot),
+				    f->vq + off, kv->head_bytes);
+			}
 		}
 	}
 }
@@ -530,13 +557,11 @@ static void
 fwd_ffn_dense(struct fwd *f, const struct layer *ly, int32_t n)
 {
 	const struct model_hparams *hp = &f->m->hp;
+	struct fwd_mm gu = { &ly->w_gate, &ly->w_up, f->xb, n, f->hb, f->hb2,
+	    { NULL, NULL } };
 	int64_t i;
 
-	const struct mtensor *w[2] = { &ly->w_gate, &ly->w_up };
-	float *y[2] = { f->hb, f->hb2 };
-
-	fwd_matmul_n(f, 2, w, f->xb, n, y);
-	fwd_swiglu(f, f->hb, f->hb2, (long)n * hp->ffn_dim);
+	fwd_products(f, &gu, 1);
 	fwd_matmul(f, &ly->w_down, f->hb, n, f->xb2);
 	for (i = 0; i < (int64_t)n * hp->dim; i++)
 		f->x[i] += f->xb2[i];
@@ -586,14 +611,17 @@ fwd_route(struct fwd *f, const struct layer *ly, int32_t n)
 	}
 }
 
+/*
+ * Sort the step's (token, expert) choices by expert: expert e's tokens are
+ * etok[estart[e] .. estart[e] + ecount[e]), in token order, with their
+ * routing weights in ew.
+ */
 static void
-fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
+fwd_group_experts(struct fwd *f, int32_t n)
 {
-	const struct model_hparams *hp = &f->m->hp;
-	uint32_t E = hp->n_experts, K = hp->n_experts_used, e, k;
-	int32_t t, i, c;
+	uint32_t E = f->m->hp.n_experts, K = f->m->hp.n_experts_used, e, k;
+	int32_t t, i;
 
-	fwd_route(f, ly, n);
 	memset(f->ecount, 0, E * sizeof *f->ecount);
 	for (t = 0; t < n; t++)
 		for (k = 0; k < K; k++)
@@ -609,24 +637,127 @@ fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
 			f->etok[i] = t;
 			f->ew[i] = f->selw[(size_t)t * K + k];
 		}
-	/* each expert once, over all the tokens that chose it */
-	for (e = 0; e < E; e++) {
-		c = f->ecount[e];
-		if (c == 0)
-			continue;
-		for (i = 0; i < c; i++)
-			memcpy(f->xe + (size_t)i * hp->dim, f->xb +
-			    (size_t)f->etok[f->estart[e] + i] * hp->dim,
-			    hp->dim * sizeof(float));
-		const struct mtensor *w[2] = { &ly->e_gate[e], &ly->e_up[e] };
-		float *y[2] = { f->hb, f->hb2 };
+}
 
-		fwd_matmul_n(f, 2, w, f->xe, c, y);
-		fwd_swiglu(f, f->hb, f->hb2, (long)c * hp->ffn_dim);
-		fwd_matmul(f, &ly->e_down[e], f->hb, c, f->ye);
+/* The normed inputs of choices [i0, i0 + n) (in expert order) into the
+ * first n rows of xe. */
+static void
+fwd_gather(struct fwd *f, int32_t i0, int32_t n)
+{
+	int64_t dim = f->m->hp.dim;
+	int32_t i;
+
+	for (i = 0; i < n; i++)
+		memcpy(f->xe + (size_t)i * dim, f->xb + (size_t)f->etok[i0 +
+		    i] * dim, dim * sizeof(float));
+}
+
+/* Inputs [i0, i0 + n) of a. */
+static struct quant_act
+fwd_act_view(const struct quant_act *a, int64_t i0, int64_t n)
+{
+	int64_t nb = a->cols / (a->fmt == QUANT_ACT_Q8_K ? 256 : 32);
+	struct quant_act v = *a;
+
+	v.n = n;
+	v.q += i0 * a->cols;
+	v.d += i0 * nb;
+	v.s += i0 * (a->cols / 32);
+	return v;
+}
+
+/* Whether every expert of the layer takes its gate/up and its down input in
+ * one format each, so one quantization of the gathered inputs serves all. */
+static int
+fwd_moe_uniform(const struct fwd *f, const struct layer *ly)
+{
+	uint32_t e;
+
+	for (e = 1; e < f->m->hp.n_experts; e++)
+		if (fwd_act_fmt(f, &ly->e_gate[e]) != fwd_act_fmt(f,
+		    &ly->e_gate[0]) || fwd_act_fmt(f, &ly->e_up[e]) !=
+		    fwd_act_fmt(f, &ly->e_gate[0]) || fwd_act_fmt(f,
+		    &ly->e_down[e]) != fwd_act_fmt(f, &ly->e_down[0]))
+			return 0;
+	return fwd_act_fmt(f, &ly->e_up[0]) == fwd_act_fmt(f, &ly->e_gate[0]);
+}
+
+/*
+ * Each chosen expert once, over all the tokens that chose it.  When the
+ * step's choices fit the buffers (n * K tokens: every decode step) and
+ * the experts agree on their input formats, the inputs are gathered by
+ * expert and quantized once, and all the experts' gate/up products run
+ * as one pool job and all their down products as another; otherwise
+ * (long prefill chunks) expert by expert.  Either way each output is the
+ * same arithmetic, and the weighted outputs are added to the residual in
+ * expert order, then token order: the same bits.
+ */
+static void
+fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	uint32_t E = hp->n_experts, K = hp->n_experts_used, e;
+	int32_t i, c;
+	int all = (int64_t)n * K <= f->max_tokens && E <= FWD_MM_MAX &&
+	    fwd_moe_uniform(f, ly);
+	struct fwd_mm mm[FWD_MM_MAX];
+	struct quant_act ax, ah, vx[FWD_MM_MAX], vh[FWD_MM_MAX];
+	int fx = fwd_act_fmt(f, &ly->e_gate[0]);
+	int fh = fwd_act_fmt(f, &ly->e_down[0]);
+	int nm;
+
+	fwd_route(f, ly, n);
+	fwd_group_experts(f, n);
+	if (all) {
+		fwd_gather(f, 0, f->estart[E]);
+		if (fx != QUANT_ACT_NONE)
+			fwd_quantize(f, &ax, fx, f->xe, hp->dim, f->estart[E]);
+		for (e = 0, nm = 0; e < E; e++) {
+			if ((c = f->ecount[e]) == 0)
+				continue;
+			if (fx != QUANT_ACT_NONE)
+				vx[nm] = fwd_act_view(&ax, f->estart[e], c);
+			mm[nm] = (struct fwd_mm){ &ly->e_gate[e], &ly->e_up[e],
+			    f->xe + (size_t)f->estart[e] * hp->dim, c,
+			    f->hb + (size_t)f->estart[e] * hp->ffn_dim,
+			    f->hb2 + (size_t)f->estart[e] * hp->ffn_dim,
+			    { fx != QUANT_ACT_NONE ? &vx[nm] : NULL,
+			    fx != QUANT_ACT_NONE ? &vx[nm] : NULL } };
+			nm++;
+		}
+		fwd_products(f, mm, nm);
+		if (fh != QUANT_ACT_NONE)
+			fwd_quantize(f, &ah, fh, f->hb, hp->ffn_dim,
+			    f->estart[E]);
+		for (e = 0, nm = 0; e < E; e++) {
+			if ((c = f->ecount[e]) == 0)
+				continue;
+			if (fh != QUANT_ACT_NONE)
+				vh[nm] = fwd_act_view(&ah, f->estart[e], c);
+			mm[nm] = (struct fwd_mm){ &ly->e_down[e], NULL,
+			    f->hb + (size_t)f->estart[e] * hp->ffn_dim, c,
+			    f->ye + (size_t)f->estart[e] * hp->dim, NULL,
+			    { fh != QUANT_ACT_NONE ? &vh[nm] : NULL, NULL } };
+			nm++;
+		}
+		fwd_products(f, mm, nm);
+	}
+	for (e = 0; e < E; e++) {
+		const float *ye = f->ye + (size_t)(all ? f->estart[e] : 0) *
+		    hp->dim;
+
+		if ((c = f->ecount[e]) == 0)
+			continue;
+		if (!all) {
+			fwd_gather(f, f->estart[e], c);
+			mm[0] = (struct fwd_mm){ &ly->e_gate[e], &ly->e_up[e],
+			    f->xe, c, f->hb, f->hb2, { NULL, NULL } };
+			fwd_products(f, mm, 1);
+			fwd_matmul(f, &ly->e_down[e], f->hb, c, f->ye);
+		}
 		for (i = 0; i < c; i++)
 			vec_axpy_f32(f->x + (size_t)f->etok[f->estart[e] + i] *
-			    hp->dim, f->ew[f->estart[e] + i], f->ye +
+			    hp->dim, f->ew[f->estart[e] + i], ye +
 			    (size_t)i * hp->dim, hp->dim);
 	}
 }
@@ -647,10 +778,13 @@ fwd_layer(struct fwd *f, uint32_t l, int32_t n)
 		    f->x + (size_t)t * hp->dim, ly->attn_norm, hp->dim,
 		    hp->rms_eps);
 	{
-		const struct mtensor *w[3] = { &ly->wq, &ly->wk, &ly->wv };
-		float *y[3] = { f->q, f->k, f->v };
+		struct fwd_mm qkv[3] = {
+			{ &ly->wq, NULL, f->xb, n, f->q, NULL, { NULL, NULL } },
+			{ &ly->wk, NULL, f->xb, n, f->k, NULL, { NULL, NULL } },
+			{ &ly->wv, NULL, f->xb, n, f->v, NULL, { NULL, NULL } },
+		};
 
-		fwd_matmul_n(f, 3, w, f->xb, n, y);
+		fwd_products(f, qkv, 3);
 	}
 	for (t = 0; t < n; t++) {
 		fwd_rope_apply(f, f->q + (size_t)t * hp->n_heads * hp->head_dim,

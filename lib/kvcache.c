@@ -30,10 +30,18 @@
  *	68	4	number of ring positions included
  *	72	8	FNV-1a of bytes 0..71
  *	80	...	for each included position, ascending (globals first):
- *			for each layer: K row, V row (row_bytes each)
+ *			for each layer: K row, V row (row_bytes each:
+ *			kv_dim elements, the kv heads one after the other)
  *
  *    A full stream has from == base.  An incremental one (from > base)
  *    applies to a cache whose position lies in [from, pos].
+ * 4. In memory each kv head's slots are contiguous (internal.h), since the
+ *    attention of a decode step reads one head's whole window at a time:
+ *    streaming 128-byte pieces (an f16 head of 64) at a stride of a whole
+ *    slot row made the hardware prefetcher lose track.  The stream above
+ *    keeps slot rows, so snapshots written before this layout still load:
+ *    a row is written and read as its heads' pieces in order.  A q8_0
+ *    head is whole blocks (head_dim % 32 == 0, checked at creation).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -137,9 +145,11 @@ kvcache_create(const struct model *m, const struct kv_params *p,
 	}
 	kv->model = m;
 	kv->n_layers = hp->n_layers;
+	kv->n_heads = hp->n_kv_heads;
 	kv->kv_dim = hp->n_kv_heads * hp->head_dim;
 	kv->n_slots = kv->p.window + kv->p.n_global;
 	kv->row_bytes = kvcache_row_bytes(m, kv->p.type);
+	kv->head_bytes = kv->row_bytes / kv->n_heads;
 	half = (size_t)kv->n_layers * kv->n_slots * kv->row_bytes;
 	kv->k = calloc(1, half);
 	kv->v = calloc(1, half);
@@ -313,15 +323,18 @@ kvcache_write_position(const struct kvcache *kv, int64_t p,
     kvcache_write_fn *write, void *ctx)
 {
 	size_t slot = kvcache_slot_of(kv, p);
-	uint32_t l;
+	uint32_t l, h;
 	int rc;
 
 	for (l = 0; l < kv->n_layers; l++) {
-		if ((rc = write(ctx, kvcache_k_row(kv, l, slot),
-		    kv->row_bytes)) != 0 ||
-		    (rc = write(ctx, kvcache_v_row(kv, l, slot),
-		    kv->row_bytes)) != 0)
-			return rc;
+		for (h = 0; h < kv->n_heads; h++)
+			if ((rc = write(ctx, kvcache_k_head(kv, l, h, slot),
+			    kv->head_bytes)) != 0)
+				return rc;
+		for (h = 0; h < kv->n_heads; h++)
+			if ((rc = write(ctx, kvcache_v_head(kv, l, h, slot),
+			    kv->head_bytes)) != 0)
+				return rc;
 	}
 	return 0;
 }
@@ -416,12 +429,18 @@ kvcache_read_position(struct kvcache *kv, int64_t p, kvcache_read_fn *read,
     void *ctx)
 {
 	size_t slot = kvcache_slot_of(kv, p);
-	uint32_t l;
+	uint32_t l, h;
 
-	for (l = 0; l < kv->n_layers; l++)
-		if (read(ctx, kvcache_k_row(kv, l, slot), kv->row_bytes) != 0 ||
-		    read(ctx, kvcache_v_row(kv, l, slot), kv->row_bytes) != 0)
-			return -EIO;
+	for (l = 0; l < kv->n_layers; l++) {
+		for (h = 0; h < kv->n_heads; h++)
+			if (read(ctx, kvcache_k_head(kv, l, h, slot),
+			    kv->head_bytes) != 0)
+				return -EIO;
+		for (h = 0; h < kv->n_heads; h++)
+			if (read(ctx, kvcache_v_head(kv, l, h, slot),
+			    kv->head_bytes) != 0)
+				return -EIO;
+	}
 	return 0;
 }
 

@@ -423,6 +423,100 @@ make_model(const char *dir, const char *name, uint32_t experts,
 }
 
 /*
+ * Snapshots written before the cache kept each kv head's slots together
+ * (kvcache.c, DESIGN 4) still restore: tests/fixtures-store holds the
+ * streams of a 2-kv-head model (the same one, rebuilt here from its
+ * parameters) after 24 tokens, written by the library of that time.  A
+ * restored stream must continue exactly like the same tokens prefilled
+ * now; rows read back with the heads out of place would not.
+ */
+static void
+test_old_streams(const char *dir)
+{
+	const char *top = getenv("top_srcdir"), *name[2] = { "f16", "q8_0" };
+	enum kv_type type[2] = { KV_TYPE_F16, KV_TYPE_Q8_0 };
+	struct mkmodel_params p;
+	struct model *m;
+	struct fwd *f = NULL;
+	int32_t tok[25];
+	int i, k;
+
+	mkmodel_defaults(&p);
+	p.dim = 128;
+	p.n_heads = 4;
+	p.n_kv_heads = 2;
+	p.ffn_dim = 96;
+	p.n_vocab = 300;
+	p.type = GGML_TYPE_Q8_0;
+	p.seed = 7;
+	if ((m = make_model_p(dir, "snapmodel.gguf", &p)) == NULL)
+		return;
+	if (fwd_create(m, 64, 2, &f) != 0) {
+		tap_ok(0, "old streams: fwd_create failed");
+		model_free(m);
+		return;
+	}
+	for (i = 0; i < 25; i++)
+		tok[i] = (i * 37 + 11) % 300;
+	for (k = 0; k < 2; k++) {
+		struct kv_params kp = { 16, 2, type[k] };
+		struct kvcache *a = NULL, *b = NULL;
+		uint32_t V = model_hparams(m)->n_vocab;
+		float *la = calloc(V, sizeof *la), *lb = calloc(V, sizeof *lb);
+		char path[1024];
+		long len = 0;
+		void *buf = NULL;
+		FILE *fp;
+		int rc = -1;
+
+		snprintf(path, sizeof path, "%s/tests/fixtures-store/"
+		    "kv-stream-v1-%s.bin", top != NULL ? top : "..", name[k]);
+		if ((fp = fopen(path, "rb")) != NULL) {
+			if (fseek(fp, 0, SEEK_END) == 0 && (len = ftell(fp)) > 0 &&
+			    fseek(fp, 0, SEEK_SET) == 0 &&
+			    (buf = malloc((size_t)len)) != NULL &&
+			    fread(buf, 1, (size_t)len, fp) == (size_t)len)
+				rc = 0;
+			fclose(fp);
+		}
+		if (rc != 0) {
+			tap_diag("cannot read %s", path);
+			tap_skip("an old snapshot stream is missing "
+			    "(top_srcdir unset?)");
+			goto next;
+		}
+		if (kvcache_create(m, &kp, &a) != 0 ||
+		    kvcache_create(m, &kp, &b) != 0 || la == NULL ||
+		    lb == NULL) {
+			tap_ok(0, "old streams: setup failed");
+			goto next;
+		}
+		rc = kvcache_restore_buf(a, buf, (size_t)len);
+		tap_ok(rc == 0 && kvcache_pos(a) == 24,
+		    "a %s snapshot of the earlier slot-row layout restores "
+		    "(rc %d)", name[k], rc);
+		kvcache_reset(b, 0);
+		if (rc != 0 || fwd_prefill(f, b, tok, 24, 5, 0, NULL) != 0 ||
+		    fwd_prefill(f, a, tok + 24, 1, 1, 0, la) != 0 ||
+		    fwd_prefill(f, b, tok + 24, 1, 1, 0, lb) != 0) {
+			tap_ok(0, "%s: the restored cache decodes", name[k]);
+			goto next;
+		}
+		tap_ok(max_diff(la, lb, V) <= 1e-4f,
+		    "and continues like the same tokens prefilled now "
+		    "(max diff %.2g)", (double)max_diff(la, lb, V));
+next:
+		free(buf);
+		free(la);
+		free(lb);
+		kvcache_free(a);
+		kvcache_free(b);
+	}
+	fwd_free(f);
+	model_free(m);
+}
+
+/*
  * Where W comes from: explicit, then the GGUF's sliding_window, then a
  * known SWA checkpoint by name, else the context length; and the two
  * other layouts seen in the wild (tied output, per-expert tensors) give
@@ -678,6 +772,7 @@ main(void)
 	model_free(moe);
 	model_free(dq);
 	test_window_sources(dir);
+	test_old_streams(dir);
 	test_batch_invariance(dir);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
