@@ -1351,6 +1351,24 @@ QUANT_MMQ_ENTRY(q6_K)
 #define QUANT_MMQP_NC	4
 
 
+/* The packed tiles' outputs: lane r of acc[c] to y[c * ldy + r], r < nr. */
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_store(const __m256 *acc, int nr, int nc, float *y,
+    int64_t ldy)
+{
+	QUANT_UNROLL
+	for (int c = 0; c < nc; c++) {
+		float o[QUANT_PACK_ROWS];
+
+		if (nr == QUANT_PACK_ROWS) {
+			_mm256_storeu_ps(y + c * ldy, acc[c]);
+			continue;
+		}
+		_mm256_storeu_ps(o, acc[c]);
+		memcpy(y + c * ldy, o, (size_t)nr * sizeof(float));
+	}
+}
+
 QUANT_MMQ_KERNEL __m256i
 quant_avx2_bcast4(const int8_t *p)
 {
@@ -1436,17 +1454,7 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 			    _mm256_mul_ps(dw, _mm256_set1_ps(x[c].d[i])),
 			    acc[c]);
 	}
-	QUANT_UNROLL
-	for (int c = 0; c < nc; c++) {
-		float o[QUANT_PACK_ROWS];
-
-		if (nr == QUANT_PACK_ROWS) {
-			_mm256_storeu_ps(y + c * ldy, acc[c]);
-			continue;
-		}
-		_mm256_storeu_ps(o, acc[c]);
-		memcpy(y + c * ldy, o, (size_t)nr * sizeof(float));
-	}
+	quant_avx2_mmqp_store(acc, nr, nc, y, ldy);
 }
 
 #define QUANT_MMQP_ENTRY(type, q4)					\
@@ -1464,6 +1472,273 @@ quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
 
 QUANT_MMQP_ENTRY(q8_0, 0)
 QUANT_MMQP_ENTRY(q4_0, 1)
+
+/*
+ * Packed Q4_K (quant-internal.h, DESIGN 9), 8 rows by nc inputs, lane r
+ * of every vector for row r.  Three 32-byte loads hold the 12 scale bytes
+ * of every row, 4 at a time, and the shifts of quant_scale_min_k4() on
+ * them unpack all 8 rows' scales and mins at once, sub-block j's in bytes
+ * 8j + r of (j < 4 ? sl : sh) and of (j < 4 ? ml : mh).  A vpshufb then
+ * spreads a sub-block's scales over the 16-bit halves of each row's lane
+ * (for vpmaddwd), or pairs two sub-blocks' mins in those halves.  Per
+ * sub-block of 32, 8 loads give each row's nibbles 4 at a time; their
+ * products with 4 broadcast activation bytes add up in 16 bits (at most
+ * 8 * 2 * 15 * 127 = 30480: vpmaddubsw's pairs, 3810, cannot saturate
+ * either), then vpmaddwd by the scales widens to 32 bits.  The mins'
+ * sum, m_j times x's sums per 32 (at most 4064), is vpmaddwd of the min
+ * pairs by the sum pairs.  Both sums are exact, so each lane computes
+ * quant_mmqp_q4_K_row()'s integers and then the same two fused
+ * multiply-adds.
+ */
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nc)
+{
+	const __m256i m4 = _mm256_set1_epi8(0xf), m6 = _mm256_set1_epi8(63);
+	const __m256i m30 = _mm256_set1_epi8(0x30);
+	/* lane r: byte r (dup[0]) or 8 + r (dup[1]) of its 128-bit half in
+	 * both 16-bit halves; pair: byte r, then byte 8 + r */
+	const __m256i dup[2] = {
+		_mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3,
+		    -1, 3, -1, 4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1,
+		    7, -1),
+		_mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1,
+		    11, -1, 11, -1, 12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14,
+		    -1, 15, -1, 15, -1),
+	};
+	const __m256i pair = _mm256_setr_epi8(0, -1, 8, -1, 1, -1, 9, -1, 2,
+	    -1, 10, -1, 3, -1, 11, -1, 4, -1, 12, -1, 5, -1, 13, -1, 6, -1, 14,
+	    -1, 7, -1, 15, -1);
+	const struct block_q4_Kx8 *b = (const void *)g;
+	__m256 acc[QUANT_MMQP_NC];
+	__m256i isum[QUANT_MMQP_NC], p[QUANT_MMQP_NC];
+
+	QUANT_UNROLL
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QK_K; i++, b++) {
+		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
+		    b->d));
+		__m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
+		    b->dmin));
+		__m256i v0 = _mm256_loadu_si256((const __m256i *)b->scales);
+		__m256i v1 = _mm256_loadu_si256((const __m256i *)(b->scales +
+		    32));
+		__m256i v2 = _mm256_loadu_si256((const __m256i *)(b->scales +
+		    64));
+		__m256i sl = _mm256_and_si256(v0, m6);
+		__m256i sh = _mm256_or_si256(_mm256_and_si256(v2, m4),
+		    _mm256_and_si256(_mm256_srli_epi16(v0, 2), m30));
+		__m256i ml = _mm256_and_si256(v1, m6);
+		__m256i mh = _mm256_or_si256(_mm256_and_si256(
+		    _mm256_srli_epi16(v2, 4), m4), _mm256_and_si256(
+		    _mm256_srli_epi16(v1, 2), m30));
+		__m256i mp[4];
+
+		if (nc == 1)
+			quant_avx2_prefetch(b, sizeof *b);
+		mp[0] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(ml, ml,
+		    0x00), pair);
+		mp[1] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(ml, ml,
+		    0x11), pair);
+		mp[2] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(mh, mh,
+		    0x00), pair);
+		mp[3] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(mh, mh,
+		    0x11), pair);
+		/* the mins first, as the definition has them */
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++) {
+			__m256i sv = _mm256_loadu_si256((const __m256i *)
+			    (x[c].s + 8 * i)), ms;
+
+			sv = _mm256_packs_epi32(sv, sv);
+			ms = _mm256_madd_epi16(mp[0],
+			    _mm256_permutevar8x32_epi32(sv,
+			    _mm256_set1_epi32(0)));
+			ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mp[1],
+			    _mm256_permutevar8x32_epi32(sv,
+			    _mm256_set1_epi32(1))));
+			ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mp[2],
+			    _mm256_permutevar8x32_epi32(sv,
+			    _mm256_set1_epi32(4))));
+			ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mp[3],
+			    _mm256_permutevar8x32_epi32(sv,
+			    _mm256_set1_epi32(5))));
+			acc[c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms),
+			    _mm256_mul_ps(mw, _mm256_set1_ps(x[c].d[i])),
+			    acc[c]);
+			isum[c] = _mm256_setzero_si256();
+		}
+		QUANT_UNROLL
+		for (int j = 0; j < 8; j++) {
+			const uint8_t *qs = b->qs + 32 * 8 * (j / 2);
+			__m256i s = _mm256_permute2x128_si256(j < 4 ? sl : sh,
+			    j < 4 ? sl : sh, j % 4 < 2 ? 0x00 : 0x11);
+
+			s = _mm256_shuffle_epi8(s, dup[j % 2]);
+			QUANT_UNROLL
+			for (int k = 0; k < 8; k++) {
+				__m256i v = _mm256_loadu_si256((const __m256i *)
+				    (qs + 32 * k));
+
+				v = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(v,
+				    4), m4) : _mm256_and_si256(v, m4);
+				QUANT_UNROLL
+				for (int c = 0; c < nc; c++) {
+					__m256i t = _mm256_maddubs_epi16(v,
+					    quant_avx2_bcast4(x[c].q + QK_K * i +
+					    32 * j + 4 * k));
+
+					p[c] = k ? _mm256_add_epi16(p[c], t) : t;
+					QUANT_KEEP(p[c]);
+				}
+			}
+			QUANT_UNROLL
+			for (int c = 0; c < nc; c++)
+				isum[c] = _mm256_add_epi32(isum[c],
+				    _mm256_madd_epi16(p[c], s));
+		}
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++)
+			acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),
+			    _mm256_mul_ps(dw, _mm256_set1_ps(x[c].d[i])),
+			    acc[c]);
+	}
+	quant_avx2_mmqp_store(acc, nr, nc, y, ldy);
+}
+
+/*
+ * Packed Q6_K (quant-internal.h, DESIGN 9), 8 rows by nc inputs, lane r
+ * for row r.  Per super-block the quants less 32 are assembled from ql
+ * and qh, 4 of each row per vector, into q in sub-block order (vector
+ * 4j + k holds piece k of sub-block j), and each input's bytes are
+ * offset by 128 (xu), so that vpmaddubsw takes x + 128 (unsigned, at most
+ * 255) times q - 32 (signed, -32..31): pairs of at most 2 * 255 * 32 =
+ * 16320, two vpmaddubsw added in 16 bits at most 32640, then vpmaddwd by
+ * the sub-block's int8 scale (spread over the lane's 16-bit halves, sign
+ * extended) to 32 bits.  Taking off the row's bias, 128 sum_j sc_j
+ * sum(q - 32), leaves quant_mmqp_q6_K_row()'s exact isum (the lane's sum
+ * before that stays below 16 * 128 * 16 * 255 * 32 < 2^28).
+ */
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nc)
+{
+	const __m256i m4 = _mm256_set1_epi8(0xf), m30 = _mm256_set1_epi8(0x30);
+	const __m256i e32 = _mm256_set1_epi8(32);
+	const __m256i flip = _mm256_set1_epi8((char)0x80);
+	/* lane r: byte r (hi[0]) or 8 + r (hi[1]) of its 128-bit half in the
+	 * high byte of both 16-bit halves */
+	const __m256i hi[2] = {
+		_mm256_setr_epi8(-1, 0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1,
+		    3, -1, 3, -1, 4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7,
+		    -1, 7),
+		_mm256_setr_epi8(-1, 8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10,
+		    -1, 11, -1, 11, -1, 12, -1, 12, -1, 13, -1, 13, -1, 14, -1,
+		    14, -1, 15, -1, 15),
+	};
+	const struct block_q6_Kx8 *b = (const void *)g;
+	__m256i q[64], sc[16];
+	int8_t xu[QUANT_MMQP_NC][QK_K] __attribute__((aligned(32)));
+	__m256 acc[QUANT_MMQP_NC];
+
+	QUANT_UNROLL
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QK_K; i++, b++) {
+		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
+		    b->d));
+		__m256i bias = _mm256_loadu_si256((const __m256i *)b->bias);
+
+		if (nc == 1)
+			quant_avx2_prefetch(b, sizeof *b);
+		QUANT_UNROLL
+		for (int j = 0; j < 16; j += 2) {
+			__m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+			    (const __m128i *)(b->scales + 8 * j)));
+
+			sc[j] = _mm256_srai_epi16(_mm256_shuffle_epi8(v, hi[0]),
+			    8);
+			sc[j + 1] = _mm256_srai_epi16(_mm256_shuffle_epi8(v,
+			    hi[1]), 8);
+		}
+		QUANT_UNROLL
+		for (int h = 0; h < 2; h++)
+			QUANT_UNROLL
+			for (int k = 0; k < 8; k++) {
+				__m256i l1 = _mm256_loadu_si256((const __m256i *)
+				    (b->ql + 32 * (16 * h + k)));
+				__m256i l2 = _mm256_loadu_si256((const __m256i *)
+				    (b->ql + 32 * (16 * h + 8 + k)));
+				__m256i qh = _mm256_loadu_si256((const __m256i *)
+				    (b->qh + 32 * (8 * h + k)));
+				/* elements 128h + 32Q + 4k.., sub-block
+				 * 8h + 2Q + k / 4, piece k % 4 */
+				int at = 4 * (8 * h + k / 4) + k % 4;
+
+				q[at] = _mm256_sub_epi8(_mm256_or_si256(
+				    _mm256_and_si256(l1, m4), _mm256_and_si256(
+				    _mm256_slli_epi16(qh, 4), m30)), e32);
+				q[at + 8] = _mm256_sub_epi8(_mm256_or_si256(
+				    _mm256_and_si256(l2, m4), _mm256_and_si256(
+				    _mm256_slli_epi16(qh, 2), m30)), e32);
+				q[at + 16] = _mm256_sub_epi8(_mm256_or_si256(
+				    _mm256_and_si256(_mm256_srli_epi16(l1, 4),
+				    m4), _mm256_and_si256(qh, m30)), e32);
+				q[at + 24] = _mm256_sub_epi8(_mm256_or_si256(
+				    _mm256_and_si256(_mm256_srli_epi16(l2, 4),
+				    m4), _mm256_and_si256(_mm256_srli_epi16(qh,
+				    2), m30)), e32);
+			}
+		QUANT_UNROLL
+		for (int c = 0; c < nc; c++) {
+			const int8_t *xq = x[c].q + QK_K * i;
+			__m256i is = _mm256_setzero_si256();
+
+			QUANT_UNROLL
+			for (int m = 0; m < QK_K; m += 32)
+				_mm256_store_si256((__m256i *)(xu[c] + m),
+				    _mm256_xor_si256(_mm256_loadu_si256(
+				    (const __m256i *)(xq + m)), flip));
+			QUANT_UNROLL
+			for (int j = 0; j < 16; j++)
+				QUANT_UNROLL
+				for (int k = 0; k < 4; k += 2) {
+					__m256i t = _mm256_add_epi16(
+					    _mm256_maddubs_epi16(
+					    quant_avx2_bcast4(xu[c] + 16 * j +
+					    4 * k), q[4 * j + k]),
+					    _mm256_maddubs_epi16(
+					    quant_avx2_bcast4(xu[c] + 16 * j +
+					    4 * k + 4), q[4 * j + k + 1]));
+
+					is = _mm256_add_epi32(is,
+					    _mm256_madd_epi16(t, sc[j]));
+					QUANT_KEEP(is);
+				}
+			acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(
+			    _mm256_sub_epi32(is, bias)), _mm256_mul_ps(dw,
+			    _mm256_set1_ps(x[c].d[i])), acc[c]);
+		}
+	}
+	quant_avx2_mmqp_store(acc, nr, nc, y, ldy);
+}
+
+#define QUANT_MMQP_K_ENTRY(type)					\
+QUANT_AVX2 static void							\
+quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
+    int nc, float *y, int64_t ldy, int64_t n)				\
+{									\
+	switch (nc) {							\
+	case 1: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 1); break; \
+	case 2: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 2); break; \
+	case 3: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 3); break; \
+	case 4: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 4); break; \
+	}								\
+}
+
+QUANT_MMQP_K_ENTRY(q4_K)
+QUANT_MMQP_K_ENTRY(q6_K)
 
 /* ---- attention (quant-internal.h, DESIGN 7) ------------------------ */
 
@@ -1805,6 +2080,8 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->mmq_tile_cols = 4;
 	k->mmqp[GGML_TYPE_Q8_0] = quant_avx2_mmqp_q8_0;
 	k->mmqp[GGML_TYPE_Q4_0] = quant_avx2_mmqp_q4_0;
+	k->mmqp[GGML_TYPE_Q4_K] = quant_avx2_mmqp_q4_K;
+	k->mmqp[GGML_TYPE_Q6_K] = quant_avx2_mmqp_q6_K;
 	k->mmqp_cols = QUANT_MMQP_NC;
 	k->q8x_quantize = quant_avx2_q8x_quantize;
 	k->att_scores = quant_avx2_att_scores;

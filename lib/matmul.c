@@ -153,7 +153,8 @@ quant_act_at(const struct quant_act *a, int64_t i)
 
 /* Rows [r0, r1) times inputs [c0, c1) of a, in the tiles of DESIGN 1; a
  * packed matrix (quant.h) in tiles of its groups of 8 rows, whose group
- * holding row r (a multiple of 8) starts at w + r * rs as well. */
+ * holding row r (a multiple of 8) starts at w + r * rs as well, rs then
+ * being an eighth of a group's bytes (more than a row's for Q6_K). */
 static void
 quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
     size_t rs, int packed, const struct quant_act *a, int64_t c0, int64_t c1,
@@ -220,12 +221,13 @@ quant_matmul_packed(enum ggml_type t, const void *p, int64_t rows,
 	const struct quant_kernels *k = quant_kernels();
 
 	if (!quant_packable(t, cols) || k->mmqp[t] == NULL ||
-	    a->cols != cols || a->n <= 0 || a->fmt != QUANT_ACT_Q8_0 ||
-	    r0 < 0 || r0 % QUANT_PACK_ROWS != 0 || r1 > rows || r0 >= r1 ||
+	    a->cols != cols || a->n <= 0 || a->fmt != (quant_q8x_is_k(t) ?
+	    QUANT_ACT_Q8_K : QUANT_ACT_Q8_0) || r0 < 0 ||
+	    r0 % QUANT_PACK_ROWS != 0 || r1 > rows || r0 >= r1 ||
 	    (a->n > 1 && ldy < r1))
 		return;
-	quant_mm_tiles(k, t, p, quant_row_size(t, cols), 1, a, 0, a->n, y,
-	    ldy, r0, r1);
+	quant_mm_tiles(k, t, p, quant_pack_size(t, QUANT_PACK_ROWS, cols) /
+	    QUANT_PACK_ROWS, 1, a, 0, a->n, y, ldy, r0, r1);
 }
 
 size_t

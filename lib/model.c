@@ -15,8 +15,8 @@
  * 1. Weight memory.  Everything the forward pass reads of the weights
  *    (the matrices and the embedding rows) is copied at load out of the
  *    file mapping into one anonymous region that asks for 2 MiB pages,
- *    Q8_0 and Q4_0 matrices packed for 8-row kernels on the way (quant.h)
- *    when int8 activations are on.  Decode streams every weight once per
+ *    Q8_0, Q4_0, Q4_K and Q6_K matrices packed for 8-row kernels on the
+ *    way (quant.h) when int8 activations are on.  Decode streams every weight once per
  *    token: with 4 KiB file pages the walk costs a TLB miss every few
  *    rows, and a Mixtral expert first chosen late faults its pages in one
  *    by one in the middle of a reply.  Measured on the bench machine (Zen
@@ -551,9 +551,10 @@ model_copy_main(void *arg)
 		size_t len = (size_t)(it->r1 - it->r0) * t->row_size;
 		const uint8_t *src = (const uint8_t *)t->data + off;
 
-		if (it->pack)
+		if (it->pack)	/* a packed group may outgrow 8 rows */
 			quant_pack(t->type, src, it->r1 - it->r0, t->cols,
-			    it->dst + off);
+			    it->dst + quant_pack_size(t->type, it->r0,
+			    t->cols));
 		else
 			memcpy(it->dst + off, src, len);
 		model_drop_pages(src, len);
@@ -903,6 +904,6 @@ model_summary(const struct model *m, uint32_t window, uint32_t n_global,
 	    exact ? "exact" : "evicting", wbytes, m->no_room ? "mapped from "
 	    "the file: too little memory for a copy" : m->wmem == NULL ?
 	    "mapped from the file" : m->packed ? "copied to memory, "
-	    "Q8_0/Q4_0 packed" : "copied to memory",
+	    "8-row packed" : "copied to memory",
 	    kvb, m->fingerprint);
 }

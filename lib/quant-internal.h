@@ -52,6 +52,29 @@
  *    decode of these types fast (fewer instructions per byte: one Zen 3
  *    core, 4096 x 4096, Q4_0 10.4 -> 26.5 GB/s, Q8_0 13.5 -> 17.9) and
  *    batched products 1.4-1.9x faster than the per-row tiles.
+ * 9. Packed Q4_K and Q6_K: the same idea per super-block of 256, one
+ *    group of 8 rows per super-block column (struct block_q4_Kx8,
+ *    block_q6_Kx8): the 8 rows' d (and dmin) side by side, their scales
+ *    byte-interleaved (byte i of row r at 8i + r), and each array of
+ *    quants (qs; ql and qh) interleaved 4 bytes at a time as in DESIGN 8,
+ *    so a 32-byte load holds 4 bytes of the same place in every row.  A
+ *    Q4_K group is exactly 8 rows' bytes (the 6-bit scales stay packed:
+ *    one 32-byte load holds 4 scale bytes of every row, and a few shifts
+ *    unpack the 8 rows' scales and mins at once).  A Q6_K group also
+ *    holds, per row, bias = 128 sum_j sc_j sum(q - 32 over sub-block j),
+ *    so a group is 8 x 214 bytes for 8 x 210 (see quant_pack_size()):
+ *    the kernel multiplies x + 128 (unsigned) by the signed q - 32 and
+ *    takes the bias off, which needs no sums of x per 16.  The definition
+ *    of an output, per super-block b in order, with dx = x.d[b] and the
+ *    row's d, dmin converted from half:
+ *	Q4_K: msum = sum_j m_j s_j		(s: x's sums per 32)
+ *	      isum = sum_j sc_j sum(q x over sub-block j of 32)
+ *	      acc = fmaf(-(float)msum, dmin * dx, acc)
+ *	      acc = fmaf((float)isum, d * dx, acc)
+ *	Q6_K: isum = sum_j sc_j sum((q - 32) x over sub-block j of 16)
+ *	      acc = fmaf((float)isum, d * dx, acc)
+ *    the sums exact in int32 (|isum| < 2^28), quant_mmqp_ref() in quant.c
+ *    and a lane of the AVX2 kernel alike.
  */
 #ifndef QUANT_INTERNAL_H
 #define QUANT_INTERNAL_H
@@ -152,6 +175,30 @@ struct block_q4_0x8 {
 _Static_assert(sizeof(struct block_q4_0x8) == 8 * 18, "block_q4_0x8 size");
 
 /*
+ * Packed K-quants (DESIGN 9), one per super-block column of a group of 8
+ * rows: row r's d at d[r], its scale byte i at scales[8i + r], and byte
+ * 4k + e of its qs (ql, qh) at qs[32k + 4r + e] (ql, qh likewise).  Q6_K's
+ * bias[r] is 128 times row r's sum over sub-blocks j of scales[j] times
+ * the sum of its quants less 32.
+ */
+struct block_q4_Kx8 {
+	uint16_t	 d[QUANT_PACK_ROWS];
+	uint16_t	 dmin[QUANT_PACK_ROWS];
+	uint8_t		 scales[QUANT_PACK_ROWS * QUANT_K_SCALE_SIZE];
+	uint8_t		 qs[QUANT_PACK_ROWS * QK_K / 2];
+};
+_Static_assert(sizeof(struct block_q4_Kx8) == 8 * 144, "block_q4_Kx8 size");
+
+struct block_q6_Kx8 {
+	uint16_t	 d[QUANT_PACK_ROWS];
+	int32_t		 bias[QUANT_PACK_ROWS];
+	int8_t		 scales[QUANT_PACK_ROWS * QK_K / 16];
+	uint8_t		 ql[QUANT_PACK_ROWS * QK_K / 2];
+	uint8_t		 qh[QUANT_PACK_ROWS * QK_K / 4];
+};
+_Static_assert(sizeof(struct block_q6_Kx8) == 8 * 214, "block_q6_Kx8 size");
+
+/*
  * The j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K block: the first
  * four are the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); the last
  * four take their low 4 bits from the nibbles of bytes 8-11 and their top
@@ -187,9 +234,10 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		nc <= mmq_tile_cols; each output's arithmetic must not
  *		depend on the shape (DESIGN 6).
  *	mmqp[t](g, nr, x, nc, y, ldy, n)
- *		packed Q8_0 and Q4_0 (DESIGN 8): y[c * ldy + r] = row r of
- *		the group of 8 at g times x[c], for r < nr and c < nc <=
- *		mmqp_cols; bit-identical on every table.
+ *		packed Q8_0, Q4_0 (DESIGN 8), Q4_K and Q6_K (DESIGN 9):
+ *		y[c * ldy + r] = row r of the group of 8 at g times x[c], for
+ *		r < nr and c < nc <= mmqp_cols; bit-identical on every
+ *		table.
  *	q8x_quantize		 quant_q8x_quantize(), bit-identical
  *	att_scores, att_pv, softmax
  *		the attention kernels behind vec_att_scores(),

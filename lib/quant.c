@@ -590,6 +590,26 @@ quant_dotq_q5_K_ref(const void *row, const struct quant_q8x *x, int64_t n)
 	return quant_dotq_k45_ref(row, x, n, 1);
 }
 
+/* A Q6_K block's quants less 32, in element order. */
+static void
+quant_q6_K_quants(const struct block_q6_K *b, int8_t *q)
+{
+	for (int h = 0; h < 2; h++) {
+		const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+		int8_t *o = q + 128 * h;
+
+		for (int l = 0; l < 32; l++) {
+			o[l] = (int8_t)(((ql[l] & 0xf) | (qh[l] & 3) << 4) - 32);
+			o[l + 32] = (int8_t)(((ql[l + 32] & 0xf) |
+			    (qh[l] >> 2 & 3) << 4) - 32);
+			o[l + 64] = (int8_t)(((ql[l] >> 4) |
+			    (qh[l] >> 4 & 3) << 4) - 32);
+			o[l + 96] = (int8_t)(((ql[l + 32] >> 4) |
+			    (qh[l] >> 6 & 3) << 4) - 32);
+		}
+	}
+}
+
 static float
 quant_dotq_q6_K_ref(const void *row, const struct quant_q8x *x, int64_t n)
 {
@@ -600,21 +620,7 @@ quant_dotq_q6_K_ref(const void *row, const struct quant_q8x *x, int64_t n)
 		float d = quant_f16_to_f32(b->d);
 		int8_t q[QK_K];
 
-		for (int h = 0; h < 2; h++) {
-			const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-			int8_t *o = q + 128 * h;
-
-			for (int l = 0; l < 32; l++) {
-				o[l] = (int8_t)(((ql[l] & 0xf) |
-				    (qh[l] & 3) << 4) - 32);
-				o[l + 32] = (int8_t)(((ql[l + 32] & 0xf) |
-				    (qh[l] >> 2 & 3) << 4) - 32);
-				o[l + 64] = (int8_t)(((ql[l] >> 4) |
-				    (qh[l] >> 4 & 3) << 4) - 32);
-				o[l + 96] = (int8_t)(((ql[l + 32] >> 4) |
-				    (qh[l] >> 6 & 3) << 4) - 32);
-			}
-		}
+		quant_q6_K_quants(b, q);
 		for (int j = 0; j < 16; j++)
 			sum += (double)(d * (float)b->scales[j] * x->d[i]) *
 			    quant_isum(q + 16 * j, x->q + QK_K * i + 16 * j, 16);
@@ -698,115 +704,255 @@ QUANT_MMQ_REF(q4_K, GGML_TYPE_Q4_K)
 QUANT_MMQ_REF(q5_K, GGML_TYPE_Q5_K)
 QUANT_MMQ_REF(q6_K, GGML_TYPE_Q6_K)
 
-/* ---- packed Q8_0 and Q4_0 (quant-internal.h, DESIGN 8) ------------- */
+/* ---- packed weights (quant-internal.h, DESIGNS 8 and 9) ------------- */
 
 int
 quant_packable(enum ggml_type t, int64_t cols)
 {
-	return (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) && cols > 0 &&
-	    cols % QK8_0 == 0;
+	if (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0)
+		return cols > 0 && cols % QK8_0 == 0;
+	if (t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K)
+		return cols > 0 && cols % QK_K == 0;
+	return 0;
+}
+
+/* Bytes of a packed group's block (8 rows' worth of one block column). */
+static size_t
+quant_pack_block(enum ggml_type t)
+{
+	switch (t) {
+	case GGML_TYPE_Q8_0:
+		return sizeof(struct block_q8_0x8);
+	case GGML_TYPE_Q4_0:
+		return sizeof(struct block_q4_0x8);
+	case GGML_TYPE_Q4_K:
+		return sizeof(struct block_q4_Kx8);
+	case GGML_TYPE_Q6_K:
+		return sizeof(struct block_q6_Kx8);
+	default:
+		return 0;
+	}
 }
 
 size_t
 quant_pack_size(enum ggml_type t, int64_t rows, int64_t cols)
 {
 	int64_t groups = (rows + QUANT_PACK_ROWS - 1) / QUANT_PACK_ROWS;
+	int64_t group;
 
-	if (!quant_packable(t, cols) || rows <= 0 ||
-	    groups > INT64_MAX / QUANT_PACK_ROWS / (int64_t)
-	    quant_row_size(t, cols))
+	if (!quant_packable(t, cols) || rows <= 0 || cols > INT64_MAX /
+	    (int64_t)quant_pack_block(t))
 		return 0;
-	return (size_t)groups * QUANT_PACK_ROWS * quant_row_size(t, cols);
+	group = cols / quant_traits(t)->block_size *
+	    (int64_t)quant_pack_block(t);
+	if (groups > INT64_MAX / group)
+		return 0;
+	return (size_t)(groups * group);
 }
 
-/* Both layouts move whole 4-byte pieces of a row's quants: k pieces per
- * block (8 for Q8_0, 4 for Q4_0), after the 8 scales. */
+/* Copy nk 4-byte pieces of a row's quants (src) to their places for row r
+ * in a packed array (dst): piece k at dst[32k + 4r]. */
+static void
+quant_pack_pieces(uint8_t *dst, const uint8_t *src, int nk, int r)
+{
+	for (int k = 0; k < nk; k++)
+		memcpy(dst + 32 * k + 4 * r, src + 4 * k, 4);
+}
+
+/* Row r of a packed group's block o from its block blk (DESIGNS 8, 9). */
+static void
+quant_pack_row(enum ggml_type t, uint8_t *o, const uint8_t *blk, int r)
+{
+	if (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) {
+		/* the 8 scales, then the quants */
+		memcpy(o + 2 * r, blk, 2);
+		quant_pack_pieces(o + 2 * QUANT_PACK_ROWS, blk + 2,
+		    t == GGML_TYPE_Q8_0 ? 8 : 4, r);
+	} else if (t == GGML_TYPE_Q4_K) {
+		const struct block_q4_K *b = (const void *)blk;
+		struct block_q4_Kx8 *g = (void *)o;
+
+		g->d[r] = b->d;
+		g->dmin[r] = b->dmin;
+		for (int i = 0; i < QUANT_K_SCALE_SIZE; i++)
+			g->scales[QUANT_PACK_ROWS * i + r] = b->scales[i];
+		quant_pack_pieces(g->qs, b->qs, QK_K / 8, r);
+	} else {
+		const struct block_q6_K *b = (const void *)blk;
+		struct block_q6_Kx8 *g = (void *)o;
+		int8_t q[QK_K];
+		int32_t bias = 0;
+
+		quant_q6_K_quants(b, q);
+		for (int j = 0; j < QK_K / 16; j++) {
+			int32_t sum = 0;
+
+			for (int e = 0; e < 16; e++)
+				sum += q[16 * j + e];
+			bias += b->scales[j] * sum;
+			g->scales[QUANT_PACK_ROWS * j + r] = b->scales[j];
+		}
+		g->d[r] = b->d;
+		g->bias[r] = 128 * bias;
+		quant_pack_pieces(g->ql, b->ql, QK_K / 8, r);
+		quant_pack_pieces(g->qh, b->qh, QK_K / 16, r);
+	}
+}
+
 void
 quant_pack(enum ggml_type t, const void *w, int64_t rows, int64_t cols,
     void *dst)
 {
-	size_t bs = t == GGML_TYPE_Q8_0 ? sizeof(struct block_q8_0) :
-	    sizeof(struct block_q4_0), rs = quant_row_size(t, cols);
-	int64_t nb = cols / QK8_0;
-	int kn = (int)(bs - 2) / 4;
+	const struct quant_traits *tr = quant_traits(t);
+	size_t gbs = quant_pack_block(t), rs = quant_row_size(t, cols);
 	uint8_t *o = dst;
 
 	if (quant_pack_size(t, rows, cols) == 0)
 		return;
 	for (int64_t g = 0; g < rows; g += QUANT_PACK_ROWS)
-		for (int64_t b = 0; b < nb; b++, o += QUANT_PACK_ROWS * bs) {
-			memset(o, 0, QUANT_PACK_ROWS * bs);
-			for (int r = 0; r < QUANT_PACK_ROWS && g + r < rows;
-			    r++) {
-				const uint8_t *blk = (const uint8_t *)w +
-				    (size_t)(g + r) * rs + (size_t)b * bs;
-
-				memcpy(o + 2 * r, blk, 2);
-				for (int k = 0; k < kn; k++)
-					memcpy(o + 2 * QUANT_PACK_ROWS +
-					    32 * k + 4 * r, blk + 2 + 4 * k, 4);
-			}
+		for (int64_t b = 0; b < cols / tr->block_size; b++, o += gbs) {
+			memset(o, 0, gbs);
+			for (int r = 0; r < QUANT_PACK_ROWS && g + r < rows; r++)
+				quant_pack_row(t, o, (const uint8_t *)w +
+				    (size_t)(g + r) * rs + (size_t)b *
+				    tr->type_size, r);
 		}
 }
 
+/* Byte p of row r's quant array in a packed array a (DESIGN 8). */
+static inline uint8_t
+quant_packed_byte(const uint8_t *a, int r, int p)
+{
+	return a[32 * (p / 4) + 4 * r + p % 4];
+}
+
 /*
- * The definition of a packed output: per block, the exact integer sum,
- * then one fused multiply-add.  Q4_0's byte 4k + e holds elements 4k + e
+ * The definitions of a packed output (quant-internal.h, DESIGNS 8 and 9):
+ * per block, in order, the exact integer sums, then one fused
+ * multiply-add (two for Q4_K).  Q4_0's byte 4k + e holds elements 4k + e
  * and 4k + e + 16, each less 8.
  */
+static float
+quant_mmqp_b32_ref(enum ggml_type t, const uint8_t *blk, int r,
+    const struct quant_q8x *x, int64_t n)
+{
+	int q4 = t == GGML_TYPE_Q4_0;
+	size_t bs = quant_pack_block(t);
+	float acc = 0.0f;
+
+	for (int64_t b = 0; b < n / QK8_0; b++, blk += bs) {
+		const int8_t *xq = x->q + QK8_0 * b;
+		const uint8_t *qs = blk + 2 * QUANT_PACK_ROWS;
+		uint16_t d;
+		int32_t isum = 0;
+
+		memcpy(&d, blk + 2 * r, 2);
+		for (int p = 0; p < (q4 ? 16 : 32); p++) {
+			int v = quant_packed_byte(qs, r, p);
+
+			if (q4)
+				isum += ((v & 0xf) - 8) * xq[p] +
+				    ((v >> 4) - 8) * xq[p + 16];
+			else
+				isum += (int8_t)v * xq[p];
+		}
+		acc = fmaf((float)isum, quant_f16_to_f32(d) * x->d[b], acc);
+	}
+	return acc;
+}
+
+/* Q4_K: in chunk c, byte l of qs holds element 64c + l (low nibble) and
+ * 64c + 32 + l (high nibble). */
+static float
+quant_mmqp_q4_K_row(const struct block_q4_Kx8 *g, int r,
+    const struct quant_q8x *x, int64_t n)
+{
+	float acc = 0.0f;
+
+	for (int64_t b = 0; b < n / QK_K; b++, g++) {
+		const int8_t *xq = x->q + QK_K * b;
+		uint8_t scales[QUANT_K_SCALE_SIZE], sc, m;
+		int32_t isum = 0, msum = 0;
+
+		for (int i = 0; i < QUANT_K_SCALE_SIZE; i++)
+			scales[i] = g->scales[QUANT_PACK_ROWS * i + r];
+		for (int j = 0; j < 8; j++) {
+			int32_t sum = 0;
+
+			for (int l = 0; l < 32; l++) {
+				int v = quant_packed_byte(g->qs, r,
+				    32 * (j / 2) + l);
+
+				sum += (j % 2 ? v >> 4 : v & 0xf) *
+				    xq[32 * j + l];
+			}
+			quant_scale_min_k4(j, scales, &sc, &m);
+			isum += sc * sum;
+			msum += m * x->s[8 * b + j];
+		}
+		acc = fmaf(-(float)msum, quant_f16_to_f32(g->dmin[r]) *
+		    x->d[b], acc);
+		acc = fmaf((float)isum, quant_f16_to_f32(g->d[r]) * x->d[b],
+		    acc);
+	}
+	return acc;
+}
+
+/* Q6_K: in half h, element l < 32 of each quarter Q takes a nibble of ql
+ * byte 64h + l (+ 32 for Q odd; high nibble for Q >= 2) and bits 2Q, 2Q + 1
+ * of qh byte 32h + l. */
+static float
+quant_mmqp_q6_K_row(const struct block_q6_Kx8 *g, int r,
+    const struct quant_q8x *x, int64_t n)
+{
+	float acc = 0.0f;
+
+	for (int64_t b = 0; b < n / QK_K; b++, g++) {
+		const int8_t *xq = x->q + QK_K * b;
+		int32_t sum[QK_K / 16] = { 0 }, isum = 0;
+
+		for (int e = 0; e < QK_K; e++) {
+			int h = e / 128, qq = e % 128 / 32, l = e % 32;
+			int lo = quant_packed_byte(g->ql, r, 64 * h + 32 *
+			    (qq % 2) + l) >> (qq / 2 * 4) & 0xf;
+			int hi = quant_packed_byte(g->qh, r, 32 * h + l) >>
+			    (2 * qq) & 3;
+
+			sum[e / 16] += ((lo | hi << 4) - 32) * xq[e];
+		}
+		for (int j = 0; j < QK_K / 16; j++)
+			isum += g->scales[QUANT_PACK_ROWS * j + r] * sum[j];
+		acc = fmaf((float)isum, quant_f16_to_f32(g->d[r]) * x->d[b],
+		    acc);
+	}
+	return acc;
+}
+
 static void
 quant_mmqp_ref(enum ggml_type t, const void *g, int nr,
     const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n)
 {
-	int q4 = t == GGML_TYPE_Q4_0;
-	size_t bs = q4 ? sizeof(struct block_q4_0x8) :
-	    sizeof(struct block_q8_0x8);
-
 	for (int c = 0; c < nc; c++)
-		for (int r = 0; r < nr; r++) {
-			const uint8_t *blk = g;
-			float acc = 0.0f;
-
-			for (int64_t b = 0; b < n / QK8_0; b++, blk += bs) {
-				const int8_t *xq = x[c].q + QK8_0 * b;
-				const uint8_t *qs = blk + 2 * QUANT_PACK_ROWS;
-				uint16_t d;
-				int32_t isum = 0;
-
-				memcpy(&d, blk + 2 * r, 2);
-				for (int k = 0; k < (q4 ? 4 : 8); k++)
-					for (int e = 0; e < 4; e++) {
-						int v = qs[32 * k + 4 * r + e];
-
-						if (!q4)
-							isum += (int8_t)v *
-							    xq[4 * k + e];
-						else
-							isum += ((v & 0xf) - 8) *
-							    xq[4 * k + e] +
-							    ((v >> 4) - 8) *
-							    xq[4 * k + e + 16];
-					}
-				acc = fmaf((float)isum, quant_f16_to_f32(d) *
-				    x[c].d[b], acc);
-			}
-			y[c * ldy + r] = acc;
-		}
+		for (int r = 0; r < nr; r++)
+			y[c * ldy + r] = t == GGML_TYPE_Q4_K ?
+			    quant_mmqp_q4_K_row(g, r, &x[c], n) :
+			    t == GGML_TYPE_Q6_K ?
+			    quant_mmqp_q6_K_row(g, r, &x[c], n) :
+			    quant_mmqp_b32_ref(t, g, r, &x[c], n);
 }
 
-static void
-quant_mmqp_q8_0_ref(const void *g, int nr, const struct quant_q8x *x, int nc,
-    float *y, int64_t ldy, int64_t n)
-{
-	quant_mmqp_ref(GGML_TYPE_Q8_0, g, nr, x, nc, y, ldy, n);
+#define QUANT_MMQP_REF(type, T)						\
+static void								\
+quant_mmqp_##type##_ref(const void *g, int nr, const struct quant_q8x *x, \
+    int nc, float *y, int64_t ldy, int64_t n)				\
+{									\
+	quant_mmqp_ref(T, g, nr, x, nc, y, ldy, n);			\
 }
 
-static void
-quant_mmqp_q4_0_ref(const void *g, int nr, const struct quant_q8x *x, int nc,
-    float *y, int64_t ldy, int64_t n)
-{
-	quant_mmqp_ref(GGML_TYPE_Q4_0, g, nr, x, nc, y, ldy, n);
-}
+QUANT_MMQP_REF(q8_0, GGML_TYPE_Q8_0)
+QUANT_MMQP_REF(q4_0, GGML_TYPE_Q4_0)
+QUANT_MMQP_REF(q4_K, GGML_TYPE_Q4_K)
+QUANT_MMQP_REF(q6_K, GGML_TYPE_Q6_K)
 
 /* Element d of a key or value row stored as kt (QUANT_KV_*). */
 static float
@@ -882,6 +1028,8 @@ quant_scalar_fill(struct quant_kernels *k)
 	k->mmq_tile_cols = 4;
 	k->mmqp[GGML_TYPE_Q8_0] = quant_mmqp_q8_0_ref;
 	k->mmqp[GGML_TYPE_Q4_0] = quant_mmqp_q4_0_ref;
+	k->mmqp[GGML_TYPE_Q4_K] = quant_mmqp_q4_K_ref;
+	k->mmqp[GGML_TYPE_Q6_K] = quant_mmqp_q6_K_ref;
 	k->mmqp_cols = 4;
 	k->q8x_quantize = quant_q8x_quantize;
 	k->att_scores = quant_att_scores_ref;

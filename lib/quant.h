@@ -148,24 +148,33 @@ void	 quant_matmul_act(enum ggml_type t, const void *w, int64_t rows,
 	     int64_t r0, int64_t r1);
 
 /*
- * Packed weights.  A Q8_0 or Q4_0 matrix that is multiplied many times is
- * best rearranged once, at load, so that 8 rows are read together: each
- * group of 8 rows keeps, per block of 32 columns, the 8 rows' scales side
- * by side and then their quants interleaved 4 bytes at a time, so one
- * 32-byte load holds a piece of every row and the 8 sums come out in the
- * lanes of one vector (quant-internal.h, DESIGN 8).
+ * Packed weights.  A Q8_0, Q4_0, Q4_K or Q6_K matrix that is multiplied
+ * many times is best rearranged once, at load, so that 8 rows are read
+ * together: each group of 8 rows keeps, per block (super-block for the
+ * K-quants), the 8 rows' scales side by side and then their quants
+ * interleaved 4 bytes at a time, so one 32-byte load holds a piece of
+ * every row and the 8 sums come out in the lanes of one vector
+ * (quant-internal.h, DESIGNS 8 and 9).
  *	quant_packable(t, cols)		1 if t has a packed form for rows of
  *					cols elements
  *	quant_pack_size(t, rows, cols)	bytes of the packed matrix (rows
  *					rounded up to 8; the padding rows are
- *					zeros); 0 if not packable
+ *					zeros); 0 if not packable.  A group
+ *					of 8 rows takes quant_pack_size(t, 8,
+ *					cols) bytes, 8 rows' bytes except for
+ *					Q6_K (8 x 214 per super-block for
+ *					8 x 210), so rows [r0, r1) (r0 a
+ *					multiple of 8) pack to
+ *					quant_pack_size(t, r1 - r0, cols)
+ *					bytes at quant_pack_size(t, r0, cols)
  *	quant_pack(t, w, rows, cols, dst)
  *	quant_matmul_packed(t, p, rows, cols, &a, y, ldy, r0, r1)
- *		rows [r0, r1) of the product with int8 activations a, r0 a
- *		multiple of 8.  Each output is the exact integer sum of every
- *		block, scaled and added in block order with one fused
- *		multiply-add per block, on every instruction set: the same bits
- *		on scalar and SIMD kernels, in any batch.  (quant_matmul_act()
+ *		rows [r0, r1) of the product with int8 activations a (of
+ *		quant_act_fmt(t, cols)), r0 a multiple of 8.  Each output is
+ *		the exact integer sums of every block, scaled and added in
+ *		block order with fused multiply-adds, on every instruction
+ *		set: the same bits on scalar and SIMD kernels, in any batch.
+ *		(quant_matmul_act()
  *		on the unpacked matrix rounds in another order, so the two
  *		agree within float rounding.)
  */

@@ -580,7 +580,7 @@ main(void)
 	test_fixture_logits(quant_isa(), ", mapped");
 	test_summary_memory("0", "mapped from the file");
 	unsetenv("MISTRAL_REPACK");
-	test_summary_memory(NULL, "copied to memory, Q8_0/Q4_0 packed");
+	test_summary_memory(NULL, "copied to memory, 8-row packed");
 	test_no_room(dir);
 	test_stories_logits();
 	test_greedy("stories260K/stories260K.gguf",

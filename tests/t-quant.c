@@ -931,88 +931,234 @@ test_mmq_invariance(enum quant_isa isa)
 }
 
 /*
- * Packed Q8_0 and Q4_0 (quant.h, quant-internal.h DESIGN 8): the layout
- * as documented, and every output of quant_matmul_packed() bit-identical
- * to its definition computed here from the unpacked row (the block's
- * integer sum, then one fmaf per block in order), for products of 1-19
- * inputs, whole or cut at a multiple of 8 rows, with a partial last
- * group.  The same bits on every instruction set follow, since the
- * definition does not depend on it.
+ * Where byte j of row r's block sits in its packed group's block
+ * (quant-internal.h, DESIGNS 8 and 9), written out here from the layout's
+ * description.  A quant array at base holds byte p at base + 32 (p / 4) +
+ * 4 r + p % 4.
+ */
+static size_t
+packed_at(enum ggml_type t, int r, size_t j)
+{
+#define PIECE(base, p) ((base) + 32 * ((p) / 4) + 4 * (size_t)r + (p) % 4)
+	switch (t) {
+	case GGML_TYPE_Q8_0:
+	case GGML_TYPE_Q4_0:
+		return j < 2 ? 2 * (size_t)r + j : PIECE(16, j - 2);
+	case GGML_TYPE_Q4_K:	/* d, dmin, scales[12], qs[128] */
+		if (j < 4)
+			return 16 * (j / 2) + 2 * (size_t)r + j % 2;
+		if (j < 16)
+			return 32 + 8 * (j - 4) + (size_t)r;
+		return PIECE(128, j - 16);
+	default:		/* Q6_K: ql[128], qh[64], scales[16], d */
+		if (j < 128)
+			return PIECE(176, j);
+		if (j < 192)
+			return PIECE(176 + 1024, j - 128);
+		if (j < 208)
+			return 48 + 8 * (j - 192) + (size_t)r;
+		return 2 * (size_t)r + j - 208;
+	}
+#undef PIECE
+}
+
+/* Quant e of a Q4_K block (0..15), and its sub-block's 6-bit scale and
+ * min. */
+static int
+packed_q4k_quant(const struct block_q4_K *b, int e)
+{
+	int v = b->qs[32 * (e / 64) + e % 32];
+
+	return e % 64 < 32 ? v & 0xf : v >> 4;
+}
+
+static void
+packed_q4k_scale(const struct block_q4_K *b, int j, int *sc, int *m)
+{
+	const uint8_t *s = b->scales;
+
+	*sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
+	*m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+}
+
+/* Quant e of a Q6_K block less 32. */
+static int
+packed_q6k_quant(const struct block_q6_K *b, int e)
+{
+	int h = e / 128, qq = e % 128 / 32, l = e % 32;
+	int lo = b->ql[64 * h + 32 * (qq % 2) + l] >> (4 * (qq / 2)) & 0xf;
+
+	return (lo | (b->qh[32 * h + l] >> (2 * qq) & 3) << 4) - 32;
+}
+
+/*
+ * The definition of a packed output (quant-internal.h, DESIGNS 8, 9) from
+ * the unpacked row ob and input c of a: per block, exact integer sums,
+ * then fmaf in block order.  *mag receives the sum of the magnitudes of
+ * the scaled terms, the scale of the rounding the unpacked product may
+ * differ by.
+ */
+static float
+packed_def(enum ggml_type t, const uint8_t *ob, const struct quant_act *a,
+    int64_t c, double *mag)
+{
+	int64_t cols = a->cols, bsz = quant_traits(t)->block_size;
+	size_t bs = quant_traits(t)->type_size;
+	float acc = 0.0f;
+
+	*mag = 0;
+	for (int64_t b = 0; b < cols / bsz; b++, ob += bs) {
+		const int8_t *xq = a->q + c * cols + bsz * b;
+		float dx = a->d[c * (cols / bsz) + b];
+		int32_t isum = 0, msum = 0;
+		uint16_t d;
+
+		if (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) {
+			memcpy(&d, ob, 2);
+			for (int e = 0; e < 32; e++)
+				isum += (t == GGML_TYPE_Q4_0 ? (e < 16 ?
+				    (ob[2 + e] & 0xf) : (ob[2 + e - 16] >> 4)) -
+				    8 : (int8_t)ob[2 + e]) * xq[e];
+		} else if (t == GGML_TYPE_Q4_K) {
+			const struct block_q4_K *k = (const void *)ob;
+			uint16_t dmin;
+
+			for (int j = 0; j < 8; j++) {
+				int32_t sum = 0;
+				int sc, m;
+
+				for (int e = 32 * j; e < 32 * j + 32; e++)
+					sum += packed_q4k_quant(k, e) * xq[e];
+				packed_q4k_scale(k, j, &sc, &m);
+				isum += sc * sum;
+				msum += m * a->s[c * (cols / 32) + 8 * b + j];
+			}
+			memcpy(&d, &k->d, 2);
+			memcpy(&dmin, &k->dmin, 2);
+			acc = fmaf(-(float)msum, quant_f16_to_f32(dmin) * dx,
+			    acc);
+			*mag += fabs((double)msum * quant_f16_to_f32(dmin) * dx);
+		} else {
+			const struct block_q6_K *k = (const void *)ob;
+
+			for (int j = 0; j < 16; j++) {
+				int32_t sum = 0;
+
+				for (int e = 16 * j; e < 16 * j + 16; e++)
+					sum += packed_q6k_quant(k, e) * xq[e];
+				isum += k->scales[j] * sum;
+			}
+			memcpy(&d, &k->d, 2);
+		}
+		acc = fmaf((float)isum, quant_f16_to_f32(d) * dx, acc);
+		*mag += fabs((double)isum * quant_f16_to_f32(d) * dx);
+	}
+	return acc;
+}
+
+/*
+ * Packed Q8_0, Q4_0, Q4_K and Q6_K (quant.h, quant-internal.h DESIGNS 8
+ * and 9): the layout as documented, and every output of
+ * quant_matmul_packed() bit-identical to its definition computed here
+ * from the unpacked row, for products of 1-19 inputs, whole or cut at a
+ * multiple of 8 rows, with a partial last group, and within float
+ * rounding of quant_matmul_act() on the unpacked matrix.  The same bits
+ * on every instruction set follow, since the definition does not depend
+ * on it.  Rows 17 and 18 and inputs 0 and 1 take the extreme quants (the
+ * int16 sums of the kernels at their largest).
  */
 static void
 test_packed(enum quant_isa isa)
 {
-	static const enum ggml_type qt[] = { GGML_TYPE_Q8_0, GGML_TYPE_Q4_0 };
+	static const enum ggml_type qt[] = {
+		GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
+	};
 	const char *in = quant_isa_name(isa);
-	const int64_t rows = 19, cols = 768, nx = 19, nb = cols / 32;
-	int ok_layout = 1, ok_def = 1, ok_refuse = 1;
+	const int64_t rows = 19, cols = 768, nx = 19;
+	int ok_layout = 1, ok_def = 1, ok_refuse = 1, ok_close = 1;
 
 	quant_set_act_q8(1);
 	for (size_t i = 0; i < sizeof qt / sizeof qt[0]; i++) {
 		enum ggml_type t = qt[i];
-		int q4 = t == GGML_TYPE_Q4_0;
-		size_t rs = quant_row_size(t, cols), bs = q4 ? 18 : 34;
+		int fmt = quant_act_fmt(t, cols);
+		size_t rs = quant_row_size(t, cols);
+		size_t bs = quant_traits(t)->type_size;
+		int64_t nb = cols / quant_traits(t)->block_size;
 		size_t psize = quant_pack_size(t, rows, cols);
+		size_t gbs = quant_pack_size(t, 8, cols) / nb;
 		uint8_t *w = xmalloc(rs * rows), *p = xmalloc(psize);
 		float *x = random_floats(nx * cols);
 		float *want = xmalloc(nx * rows * sizeof *want);
+		double *mag = xmalloc(nx * rows * sizeof *mag);
 		float *y = xmalloc(nx * rows * sizeof *y);
-		void *abuf = xmalloc(quant_act_bytes(QUANT_ACT_Q8_0, cols, nx));
+		float *yu = xmalloc(nx * rows * sizeof *yu);
+		void *abuf = xmalloc(quant_act_bytes(fmt, cols, nx));
 		struct quant_act a;
 
 		for (int64_t r = 0; r < rows; r++) {
 			void *row = random_row(t, cols);
 
+			if (r >= 17) {
+				/* Q6_K: all quants -32 (scales -128), or 31
+				 * (127); the others all 15 or -1 */
+				memset(row, t == GGML_TYPE_Q6_K && r == 17 ?
+				    0x00 : 0xff, rs);
+				for (int64_t b = 0; b < nb; b++) {
+					uint8_t *blk = (uint8_t *)row + b * bs;
+					uint16_t h = quant_f32_to_f16(0.01f);
+
+					if (t == GGML_TYPE_Q6_K) {
+						memset(blk + 192, r == 17 ?
+						    0x80 : 0x7f, 16);
+						memcpy(blk + 208, &h, 2);
+					} else {
+						memcpy(blk, &h, 2);
+						if (t == GGML_TYPE_Q4_K)
+							memcpy(blk + 2, &h, 2);
+					}
+				}
+			}
 			memcpy(w + r * rs, row, rs);
 			free(row);
 		}
-		if (psize != 24 * rs)
+		/* input 0: x = 1, quantized to -127; input 1: mostly 127 */
+		for (int64_t e = 0; e < cols; e++) {
+			x[e] = 1.0f;
+			x[cols + e] = e % 256 == 0 ? -1.001f : 1.0f;
+		}
+		if (psize != (size_t)3 * gbs * nb || gbs != (t ==
+		    GGML_TYPE_Q6_K ? 8 * 214 : 8 * bs))
 			ok_layout = 0;
 		memset(p, 0xa5, psize);
 		quant_pack(t, w, rows, cols, p);
-		/* block b of row r: scale at d[r], quant byte 4k + e at
-		 * qs[32k + 4r + e]; rows 19-23 all zeros */
+		/* block b of row r: rows 19-23 all zeros */
 		for (int64_t r = 0; r < 24; r++)
 			for (int64_t b = 0; b < nb; b++) {
-				const uint8_t *pb = p + (r / 8) * 8 * rs +
-				    b * 8 * bs, *ob = w + r * rs + b * bs;
+				const uint8_t *pb = p + (r / 8) * nb * gbs +
+				    b * gbs, *ob = w + r * rs + b * bs;
+				int32_t bias = 0, got;
 
-				for (size_t j = 0; j < bs; j++) {
-					size_t at = j < 2 ? 2 * (r % 8) + j :
-					    16 + 32 * ((j - 2) / 4) +
-					    4 * (r % 8) + (j - 2) % 4;
-
-					if (pb[at] != (r < rows ? ob[j] : 0))
+				for (size_t j = 0; j < bs; j++)
+					if (pb[packed_at(t, r % 8, j)] !=
+					    (r < rows ? ob[j] : 0))
 						ok_layout = 0;
-				}
+				if (t != GGML_TYPE_Q6_K)
+					continue;
+				for (int e = 0; r < rows && e < 256; e++)
+					bias += 128 * ((const struct block_q6_K *)
+					    (const void *)ob)->scales[e / 16] *
+					    packed_q6k_quant((const void *)ob, e);
+				memcpy(&got, pb + 16 + 4 * (r % 8), 4);
+				if (got != bias)
+					ok_layout = 0;
 			}
-		quant_act_bind(&a, abuf, QUANT_ACT_Q8_0, cols, nx);
+		quant_act_bind(&a, abuf, fmt, cols, nx);
 		quant_act_fill(&a, x, 0, nx);
 		for (int64_t c = 0; c < nx; c++)
-			for (int64_t r = 0; r < rows; r++) {
-				float acc = 0.0f;
-
-				for (int64_t b = 0; b < nb; b++) {
-					const uint8_t *ob = w + r * rs + b * bs;
-					const int8_t *xq = a.q + c * cols + 32 * b;
-					int32_t isum = 0;
-					uint16_t d;
-
-					memcpy(&d, ob, 2);
-					for (int e = 0; e < 32; e++) {
-						int v = q4 ? (e < 16 ?
-						    (ob[2 + e] & 0xf) :
-						    (ob[2 + e - 16] >> 4)) - 8 :
-						    (int8_t)ob[2 + e];
-
-						isum += v * xq[e];
-					}
-					acc = fmaf((float)isum,
-					    quant_f16_to_f32(d) *
-					    a.d[c * nb + b], acc);
-				}
-				want[c * rows + r] = acc;
-			}
+			for (int64_t r = 0; r < rows; r++)
+				want[c * rows + r] = packed_def(t, w + r * rs, &a,
+				    c, &mag[c * rows + r]);
+		quant_matmul_act(t, w, rows, cols, &a, yu, rows, 0, rows);
 		for (int64_t n = 1; n <= nx; n++)
 			for (int split = 0; split < 2; split++) {
 				struct quant_act an = a;
@@ -1033,9 +1179,19 @@ test_packed(enum quant_isa isa)
 						    want[c * rows + r]))
 							ok_def = 0;
 			}
-		/* a cut inside a group is refused: nothing written */
+		for (int64_t j = 0; j < nx * rows; j++)
+			if (fabs((double)y[j] - yu[j]) > 1e-5 * mag[j] + 1e-30) {
+				tap_diag("%s %s: output %lld packed %g unpacked "
+				    "%g", in, quant_traits(t)->name,
+				    (long long)j, y[j], yu[j]);
+				ok_close = 0;
+			}
+		/* a cut inside a group, or activations of the other
+		 * format, are refused: nothing written */
 		memset(y, 0, nx * rows * sizeof *y);
 		quant_matmul_packed(t, p, rows, cols, &a, y, rows, 4, rows);
+		a.fmt = fmt == QUANT_ACT_Q8_K ? QUANT_ACT_Q8_0 : QUANT_ACT_Q8_K;
+		quant_matmul_packed(t, p, rows, cols, &a, y, rows, 0, rows);
 		for (int64_t j = 0; j < nx * rows; j++)
 			if (y[j] != 0.0f)
 				ok_refuse = 0;
@@ -1043,22 +1199,31 @@ test_packed(enum quant_isa isa)
 		free(p);
 		free(x);
 		free(want);
+		free(mag);
 		free(y);
+		free(yu);
 		free(abuf);
 	}
 	quant_set_act_q8(0);
 	tap_ok(quant_packable(GGML_TYPE_Q8_0, 64) &&
 	    quant_packable(GGML_TYPE_Q4_0, 32) &&
-	    !quant_packable(GGML_TYPE_Q4_K, 256) &&
+	    quant_packable(GGML_TYPE_Q4_K, 256) &&
+	    quant_packable(GGML_TYPE_Q6_K, 512) &&
+	    !quant_packable(GGML_TYPE_Q5_K, 256) &&
+	    !quant_packable(GGML_TYPE_Q4_K, 384) &&
 	    !quant_packable(GGML_TYPE_Q8_0, 48) &&
-	    quant_pack_size(GGML_TYPE_F16, 8, 64) == 0, "%s: Q8_0 and Q4_0 "
-	    "are packable, other types and partial blocks are not", in);
+	    quant_pack_size(GGML_TYPE_F16, 8, 64) == 0, "%s: Q8_0, Q4_0, "
+	    "Q4_K and Q6_K are packable, other types and partial blocks are "
+	    "not", in);
 	tap_ok(ok_layout, "%s: packed groups hold 8 rows' scales, then their "
-	    "quants interleaved 4 bytes at a time; padding rows are zeros", in);
+	    "quants interleaved 4 bytes at a time (Q6_K: and each row's "
+	    "bias); padding rows are zeros", in);
 	tap_ok(ok_def, "%s: packed products of 1-19 inputs, whole or cut at "
 	    "8 rows, give every output's definition bit for bit", in);
-	tap_ok(ok_refuse, "%s: a packed product cut inside a group of 8 rows "
-	    "is refused", in);
+	tap_ok(ok_close, "%s: packed products agree with the unpacked ones "
+	    "within float rounding", in);
+	tap_ok(ok_refuse, "%s: a packed product cut inside a group of 8 rows, "
+	    "or with the wrong activations, is refused", in);
 }
 
 /*
