@@ -1871,12 +1871,14 @@ quant_avx2_att_scores(const float *q, int nq, const void *k, size_t ks,
 }
 
 /*
- * out[i][d] += sum_j p[i][j] v[j][d] for G heads (G = 1, 2 or 4): each
- * output element is one lane of an accumulator fed key by key in order
- * (fused multiply-add), stored and reloaded between blocks of keys, which
- * changes nothing.  The keys go in blocks so a block's values stay in
- * L1/L2 across the dimension chunks; four heads by two chunks of 8 keep 8
- * accumulators and load 6 operands per 8 multiply-adds.
+ * out[i][d] += sum_j p[i][j] v[j][d] for G heads (G = 1, 2 or 4) and a
+ * block of at most QUANT_ATT_KBLOCK keys: each output element is one lane
+ * of an accumulator fed key by key in order (fused multiply-add), stored
+ * and reloaded between blocks of keys, which changes nothing.  The caller
+ * takes the keys block by block for every group of heads, so a block's
+ * values stay in L1/L2 across the dimension chunks and the groups; four
+ * heads by two chunks of 8 keep 8 accumulators and load 6 operands per 8
+ * multiply-adds.
  */
 #define QUANT_ATT_KBLOCK 128
 
@@ -1884,61 +1886,54 @@ QUANT_MMQ_KERNEL void
 quant_avx2_att_pv_g(const float *p, int64_t ldp, const uint8_t *v, size_t vs,
     int64_t nk, int hd, float *out, const int g, const int kt)
 {
-	for (int64_t j0 = 0; j0 < nk; j0 += QUANT_ATT_KBLOCK) {
-		int64_t j1 = nk - j0 < QUANT_ATT_KBLOCK ? nk : j0 +
-		    QUANT_ATT_KBLOCK;
-		int d = 0;
+	int d = 0;
 
-		/* two chunks of 8 per pass: each broadcast of a weight
-		 * feeds two multiply-adds */
-		for (; d + 16 <= hd; d += 16) {
-			__m256 acc[4][2];
+	/* two chunks of 8 per pass: each broadcast of a weight feeds two
+	 * multiply-adds */
+	for (; d + 16 <= hd; d += 16) {
+		__m256 acc[4][2];
+
+		QUANT_UNROLL
+		for (int i = 0; i < g; i++) {
+			acc[i][0] = _mm256_loadu_ps(out + i * hd + d);
+			acc[i][1] = _mm256_loadu_ps(out + i * hd + d + 8);
+		}
+		for (int64_t j = 0; j < nk; j++) {
+			__m256 v0 = quant_avx2_kv8(v + j * vs, d, kt);
+			__m256 v1 = quant_avx2_kv8(v + j * vs, d + 8, kt);
 
 			QUANT_UNROLL
 			for (int i = 0; i < g; i++) {
-				acc[i][0] = _mm256_loadu_ps(out + i * hd + d);
-				acc[i][1] = _mm256_loadu_ps(out + i * hd + d + 8);
-			}
-			for (int64_t j = j0; j < j1; j++) {
-				__m256 v0 = quant_avx2_kv8(v + j * vs, d, kt);
-				__m256 v1 = quant_avx2_kv8(v + j * vs, d + 8, kt);
+				__m256 pb = _mm256_broadcast_ss(p + i * ldp +
+				    j);
 
-				QUANT_UNROLL
-				for (int i = 0; i < g; i++) {
-					__m256 pb = _mm256_broadcast_ss(p +
-					    i * ldp + j);
-
-					acc[i][0] = _mm256_fmadd_ps(pb, v0,
-					    acc[i][0]);
-					acc[i][1] = _mm256_fmadd_ps(pb, v1,
-					    acc[i][1]);
-				}
-			}
-			QUANT_UNROLL
-			for (int i = 0; i < g; i++) {
-				_mm256_storeu_ps(out + i * hd + d, acc[i][0]);
-				_mm256_storeu_ps(out + i * hd + d + 8, acc[i][1]);
+				acc[i][0] = _mm256_fmadd_ps(pb, v0, acc[i][0]);
+				acc[i][1] = _mm256_fmadd_ps(pb, v1, acc[i][1]);
 			}
 		}
-		for (; d < hd; d += 8) {
-			__m256 acc[4];
+		QUANT_UNROLL
+		for (int i = 0; i < g; i++) {
+			_mm256_storeu_ps(out + i * hd + d, acc[i][0]);
+			_mm256_storeu_ps(out + i * hd + d + 8, acc[i][1]);
+		}
+	}
+	for (; d < hd; d += 8) {
+		__m256 acc[4];
+
+		QUANT_UNROLL
+		for (int i = 0; i < g; i++)
+			acc[i] = _mm256_loadu_ps(out + i * hd + d);
+		for (int64_t j = 0; j < nk; j++) {
+			__m256 vv = quant_avx2_kv8(v + j * vs, d, kt);
 
 			QUANT_UNROLL
 			for (int i = 0; i < g; i++)
-				acc[i] = _mm256_loadu_ps(out + i * hd + d);
-			for (int64_t j = j0; j < j1; j++) {
-				__m256 vv = quant_avx2_kv8(v + j * vs, d, kt);
-
-				QUANT_UNROLL
-				for (int i = 0; i < g; i++)
-					acc[i] = _mm256_fmadd_ps(
-					    _mm256_broadcast_ss(p + i * ldp + j),
-					    vv, acc[i]);
-			}
-			QUANT_UNROLL
-			for (int i = 0; i < g; i++)
-				_mm256_storeu_ps(out + i * hd + d, acc[i]);
+				acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(p +
+				    i * ldp + j), vv, acc[i]);
 		}
+		QUANT_UNROLL
+		for (int i = 0; i < g; i++)
+			_mm256_storeu_ps(out + i * hd + d, acc[i]);
 	}
 }
 
@@ -1952,16 +1947,22 @@ quant_avx2_att_pv(const float *p, int nq, int64_t ldp, const void *v,
 	}
 #define QUANT_ATT_PV(g) do {						\
 	if (kt == QUANT_KV_F16)						\
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
+		quant_avx2_att_pv_g(pb + i * ldp, ldp, vb, vs, bn, hd,	\
 		    out + i * hd, g, QUANT_KV_F16);			\
 	else if (kt == QUANT_KV_Q8_0)					\
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
+		quant_avx2_att_pv_g(pb + i * ldp, ldp, vb, vs, bn, hd,	\
 		    out + i * hd, g, QUANT_KV_Q8_0);			\
 	else								\
-		quant_avx2_att_pv_g(p + i * ldp, ldp, v, vs, nk, hd,	\
+		quant_avx2_att_pv_g(pb + i * ldp, ldp, vb, vs, bn, hd,	\
 		    out + i * hd, g, QUANT_KV_F32);			\
 } while (0)
-	{
+	/* a block of keys at a time for every group of heads, so the block's
+	 * values come from memory once, not once per group */
+	for (int64_t j0 = 0; j0 < nk; j0 += QUANT_ATT_KBLOCK) {
+		int64_t bn = nk - j0 < QUANT_ATT_KBLOCK ? nk - j0 :
+		    QUANT_ATT_KBLOCK;
+		const float *pb = p + j0;
+		const uint8_t *vb = (const uint8_t *)v + j0 * vs;
 		int i = 0;
 
 		for (; nq - i >= 4; i += 4)
