@@ -109,6 +109,7 @@ struct fwd {
 
 	uint8_t		*want;		/* (T) */
 	struct fwd_thread *th;		/* n_threads */
+	struct fwd_mm_job *mm_job;
 
 	/* int8 activations, one buffer per format (quant.h) */
 	uint8_t		*act[3];	/* (T, widest input); Q8_0 is the
@@ -121,19 +122,21 @@ struct fwd {
 /*
  * Matrix products as pool jobs.  A job holds one or more products (Q, K
  * and V of a layer; the gate and up products of an FFN, or of every
- * expert a step chose), and the rows of all of them are cut into items of
- * whole 8-row groups, about FWD_MM_ITEMS per thread, so that a thread the
- * kernel has preempted, or one that started late, holds up at most a
- * small item at the end.  Items are whole groups of 8 rows, so a packed
- * matrix (quant.h) is never cut inside a group.
+ * expert a step chose), and the rows of all of them are cut into items
+ * that shrink as the job goes on: each takes a 2 * threads'th of the rows
+ * left, down to a small floor, so the threads start on large pieces and
+ * end within a small one of each other (a thread that started late or
+ * was preempted holds the others up by at most that).  Items are whole
+ * groups of 8 rows, so a packed matrix (quant.h) is never cut inside a
+ * group.
  *
  * A product with `up` set is an FFN's gate: its item computes the same
  * rows of x.w (into y) and x.up (into y2), then y = silu(y) * y2 for those
- * rows, so SwiGLU needs no job of its own (the same arithmetic per
- * element as before: results are the same bits).
+ * rows (vec_swiglu(), whose result for an element does not depend on
+ * where the item starts), so SwiGLU needs no job of its own.
  */
 #define FWD_MM_MAX	16	/* products per job */
-#define FWD_MM_ITEMS	8	/* items per thread and product */
+#define FWD_MM_ITEMS	256	/* at most, per job */
 
 struct fwd_mm {
 	const struct mtensor	*w;
@@ -146,12 +149,15 @@ struct fwd_mm {
 						   or NULL: float product */
 };
 
+struct fwd_mm_item {
+	int32_t			 mm;		/* product */
+	int32_t			 r0, r1;	/* its rows */
+};
+
 struct fwd_mm_job {
 	struct fwd		*f;
-	int			 n_mm;
 	const struct fwd_mm	*mm;
-	long			 first[FWD_MM_MAX + 1];	/* first item of each */
-	int64_t			 per[FWD_MM_MAX];	/* rows per item */
+	struct fwd_mm_item	 item[FWD_MM_ITEMS + FWD_MM_MAX];
 };
 
 /* Rows [r0, r1) of the product of w and input x or act into y. */
@@ -189,27 +195,16 @@ fwd_matmul_cb(void *arg, long item, int ith)
 {
 	struct fwd_mm_job *j = arg;
 	struct fwd_thread *th = &j->f->th[ith];
-	const struct fwd_mm *p;
-	int64_t r0, r1, rows, c, r;
-	int m = 0;
+	const struct fwd_mm *p = &j->mm[j->item[item].mm];
+	int64_t r0 = j->item[item].r0, r1 = j->item[item].r1;
+	int64_t rows = p->w->rows, c;
 
-	while (item >= j->first[m + 1])
-		m++;
-	p = &j->mm[m];
-	rows = p->w->rows;
-	r0 = (item - j->first[m]) * j->per[m];
-	r1 = r0 + j->per[m] < rows ? r0 + j->per[m] : rows;
 	fwd_mm_rows(th, p->w, p->x, p->n, p->act[0], p->y, r0, r1);
 	if (p->up == NULL)
 		return;
 	fwd_mm_rows(th, p->up, p->x, p->n, p->act[1], p->y2, r0, r1);
 	for (c = 0; c < p->n; c++)
-		for (r = r0; r < r1; r++) {
-			float g = p->y[c * rows + r];
-
-			p->y[c * rows + r] = g / (1.0f + expf(-g)) *
-			    p->y2[c * rows + r];
-		}
+		vec_swiglu(p->y + c * rows + r0, p->y2 + c * rows + r0, r1 - r0);
 }
 
 #define FWD_ACT_ITEM 4	/* inputs per item of the quantizing job */
@@ -267,8 +262,9 @@ static void
 fwd_products(struct fwd *f, struct fwd_mm *mm, int n_mm)
 {
 	struct quant_act act[3];
-	struct fwd_mm_job j;
-	long items, target = FWD_MM_ITEMS * (long)f->n_threads;
+	struct fwd_mm_job *j = f->mm_job;
+	int64_t total = 0, left, floor, r, n;
+	long items = 0;
 	int i, k, fmt, have = 0;
 
 	for (i = 0; i < n_mm; i++)
@@ -285,20 +281,30 @@ fwd_products(struct fwd *f, struct fwd_mm *mm, int n_mm)
 			}
 			mm[i].act[k] = &act[fmt];
 		}
-	j.f = f;
-	j.n_mm = n_mm;
-	j.mm = mm;
-	j.first[0] = 0;
-	for (i = 0; i < n_mm; i++) {
-		int64_t rows = mm[i].w->rows;
-
-		items = rows / 16 < target ? rows / 16 : target;
-		if (items < 1)
-			items = 1;
-		j.per[i] = ((rows + items - 1) / items + 7) & ~7L;
-		j.first[i + 1] = j.first[i] + (rows + j.per[i] - 1) / j.per[i];
-	}
-	pool_run(f->pool, fwd_matmul_cb, &j, j.first[n_mm]);
+	j->f = f;
+	j->mm = mm;
+	for (i = 0; i < n_mm; i++)
+		total += mm[i].w->rows;
+	/* the floor keeps the item count within FWD_MM_ITEMS: the shrinking
+	 * items number about 2 * threads * ln(rows / floor), the floor-sized
+	 * ones at most 2 * threads more */
+	floor = (total / (FWD_MM_ITEMS / 2) + 7) & ~(int64_t)7;
+	if (floor < 32)
+		floor = 32;
+	left = total;
+	for (i = 0; i < n_mm; i++)
+		for (r = 0; r < mm[i].w->rows; r += n, left -= n) {
+			n = (left / (2 * f->n_threads) + 7) & ~(int64_t)7;
+			if (n < floor)
+				n = floor;
+			if (items >= FWD_MM_ITEMS)
+				n = mm[i].w->rows - r;	/* not reached */
+			if (n > mm[i].w->rows - r)
+				n = mm[i].w->rows - r;
+			j->item[items++] = (struct fwd_mm_item){ i, (int32_t)r,
+			    (int32_t)(r + n) };
+		}
+	pool_run(f->pool, fwd_matmul_cb, j, items);
 }
 
 /* y (n, w->rows) = x (n, w->cols) . w^T */
@@ -1064,6 +1070,7 @@ fwd_create(const struct model *m, int max_tokens, int n_threads,
 	FWD_ALLOC(f->ye, T * hp->dim);
 	FWD_ALLOC(f->want, T);
 	FWD_ALLOC(f->th, (size_t)n_threads);
+	FWD_ALLOC(f->mm_job, 1);
 	/* every product's input is dim, ffn or the attention output wide */
 	f->act_cols = hp->dim > hp->ffn_dim ? hp->dim : hp->ffn_dim;
 	if ((int64_t)qd > f->act_cols)
@@ -1096,6 +1103,7 @@ fwd_free(struct fwd *f)
 			free(f->th[i].mm);
 		}
 	free(f->th);
+	free(f->mm_job);
 	free(f->act[QUANT_ACT_Q8_0]);
 	free(f->act[QUANT_ACT_Q8_K]);
 	free(f->inv_freq);

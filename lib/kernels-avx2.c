@@ -2052,6 +2052,37 @@ quant_avx2_softmax(float *s, int64_t n, float scale)
 		s[i] *= 1.0f / sum;
 }
 
+/*
+ * g = g / (1 + e^-g) * u.  e^-|g| is always in range of the exp above;
+ * for g < 0 the sigmoid is e^g / (1 + e^g), so a large negative g gives
+ * 0 rather than an overflowing e^-g.  The tail goes through the same
+ * lanes, so an element's result does not depend on its place.
+ */
+QUANT_AVX2 static inline __m256
+quant_avx2_swiglu8(__m256 g, __m256 u)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	__m256 t = quant_avx2_exp(_mm256_or_ps(g, _mm256_set1_ps(-0.0f)));
+	__m256 num = _mm256_blendv_ps(one, t, _mm256_cmp_ps(g,
+	    _mm256_setzero_ps(), _CMP_LT_OQ));
+
+	return _mm256_mul_ps(_mm256_div_ps(_mm256_mul_ps(g, num),
+	    _mm256_add_ps(one, t)), u);
+}
+
+QUANT_AVX2 static void
+quant_avx2_swiglu(float *g, const float *u, int64_t n)
+{
+	int64_t i;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(g + i, quant_avx2_swiglu8(_mm256_loadu_ps(g +
+		    i), _mm256_loadu_ps(u + i)));
+	for (; i < n; i++)
+		g[i] = _mm256_cvtss_f32(quant_avx2_swiglu8(_mm256_set1_ps(g[i]),
+		    _mm256_set1_ps(u[i])));
+}
+
 void
 quant_avx2_fill(struct quant_kernels *k)
 {
@@ -2091,5 +2122,6 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->dot_f32 = quant_avx2_dot_f32;
 	k->axpy_f32 = quant_avx2_axpy_f32;
 	k->scale_f32 = quant_avx2_scale_f32;
+	k->swiglu = quant_avx2_swiglu;
 	k->gemm_small = quant_avx2_gemm_small;
 }

@@ -270,6 +270,7 @@ struct quant_kernels {
 	float		(*dot_f32)(const float *, const float *, int64_t);
 	void		(*axpy_f32)(float *, float, const float *, int64_t);
 	void		(*scale_f32)(float *, float, int64_t);
+	void		(*swiglu)(float *, const float *, int64_t);
 	void		(*gemm_small)(const float *, int64_t, int,
 			    const float *, int64_t, int64_t, float *, int64_t,
 			    int64_t);

@@ -669,6 +669,13 @@ quant_vec_scale_f32_ref(float *y, float a, int64_t n)
 }
 
 static void
+quant_swiglu_ref(float *g, const float *u, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void
 quant_gemm_small_ref(const float *w, int64_t ldw, int nw, const float *x,
     int64_t ldx, int64_t nx, float *y, int64_t ldy, int64_t k)
 {
@@ -1038,6 +1045,7 @@ quant_scalar_fill(struct quant_kernels *k)
 	k->dot_f32 = quant_vec_dot_f32_ref;
 	k->axpy_f32 = quant_vec_axpy_f32_ref;
 	k->scale_f32 = quant_vec_scale_f32_ref;
+	k->swiglu = quant_swiglu_ref;
 	k->gemm_small = quant_gemm_small_ref;
 }
 
@@ -1464,4 +1472,10 @@ void
 vec_softmax(float *s, int64_t n, float scale)
 {
 	quant_kernels()->softmax(s, n, scale);
+}
+
+void
+vec_swiglu(float *g, const float *u, int64_t n)
+{
+	quant_kernels()->swiglu(g, u, n);
 }

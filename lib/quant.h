@@ -190,6 +190,9 @@ void	 quant_matmul_packed(enum ggml_type t, const void *p, int64_t rows,
 float	 vec_dot_f32(const float *a, const float *b, int64_t n);
 void	 vec_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a x */
 void	 vec_scale_f32(float *y, float a, int64_t n);
+/* g = silu(g) * u = g / (1 + e^-g) * u, element by element (the scalar
+ * kernel with expf, the SIMD ones with an exp within a few ulp) */
+void	 vec_swiglu(float *g, const float *u, int64_t n);
 
 /*
  * Attention, for nq query heads that see the same keys (heads sharing a

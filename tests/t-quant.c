@@ -683,7 +683,7 @@ test_attention(enum quant_isa isa)
 {
 	static const int hds[] = { 64, 20 };
 	const char *in = quant_isa_name(isa);
-	int ok_ref = 1, ok_split = 1, ok_f16 = 1, ok_exp = 1;
+	int ok_ref = 1, ok_split = 1, ok_f16 = 1, ok_exp = 1, ok_silu = 1;
 	enum { NQ = 11, NK = 37 };
 
 	for (int h = 0; h < 2; h++) {
@@ -804,6 +804,33 @@ test_attention(enum quant_isa isa)
 			    1e-38 || e[i] != e2[i])
 				ok_exp = 0;
 	}
+	{
+		/* SwiGLU: near the exact value over the whole range (large
+		 * negative g gives 0, not an overflow), and an element's
+		 * result does not depend on where a call starts */
+		float g[37], g2[37], g0[37], u[37];
+
+		for (int i = 0; i < 37; i++) {
+			g0[i] = -90.0f + 5.1f * (float)i;
+			u[i] = 0.5f + 0.03f * (float)i;
+		}
+		g0[0] = -1e30f;
+		memcpy(g, g0, sizeof g);
+		memcpy(g2, g0, sizeof g2);
+		vec_swiglu(g, u, 37);
+		vec_swiglu(g2, u, 5);
+		vec_swiglu(g2 + 5, u + 5, 11);
+		vec_swiglu(g2 + 16, u + 16, 21);
+		for (int i = 0; i < 37; i++) {
+			double x = g0[i], want = x / (1.0 + exp(-x)) * u[i];
+
+			if (!(fabs(g[i] - want) <= 1e-6 * fabs(want) + 1e-30) ||
+			    g[i] != g2[i])
+				ok_silu = 0;
+		}
+	}
+	tap_ok(ok_silu, "%s: SwiGLU within 1e-6 of exact, 0 for large negative "
+	    "inputs, the same bits however a row is split", in);
 	tap_ok(ok_ref, "%s: attention scores and weighted sums match plain "
 	    "loops", in);
 	tap_ok(ok_split, "%s: attention results bit-identical however heads "
