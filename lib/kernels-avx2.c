@@ -1369,6 +1369,18 @@ quant_avx2_mmqp_store(const __m256 *acc, int nr, int nc, float *y,
 	}
 }
 
+/* acc[c] += isum[c] * (dw * x[c].d[i]) for the nc inputs: one block's
+ * (super-block's) exact sums into the 8 rows' outputs. */
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_fma(__m256 *acc, const __m256i *isum, __m256 dw,
+    const struct quant_q8x *x, int64_t i, int nc)
+{
+	QUANT_UNROLL
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),
+		    _mm256_mul_ps(dw, _mm256_set1_ps(x[c].d[i])), acc[c]);
+}
+
 QUANT_MMQ_KERNEL __m256i
 quant_avx2_bcast4(const int8_t *p)
 {
@@ -1448,11 +1460,7 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 				}
 			}
 		}
-		QUANT_UNROLL
-		for (int c = 0; c < nc; c++)
-			acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),
-			    _mm256_mul_ps(dw, _mm256_set1_ps(x[c].d[i])),
-			    acc[c]);
+		quant_avx2_mmqp_fma(acc, isum, dw, x, i, nc);
 	}
 	quant_avx2_mmqp_store(acc, nr, nc, y, ldy);
 }
@@ -1598,11 +1606,7 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 				isum[c] = _mm256_add_epi32(isum[c],
 				    _mm256_madd_epi16(p[c], s));
 		}
-		QUANT_UNROLL
-		for (int c = 0; c < nc; c++)
-			acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),
-			    _mm256_mul_ps(dw, _mm256_set1_ps(x[c].d[i])),
-			    acc[c]);
+		quant_avx2_mmqp_fma(acc, isum, dw, x, i, nc);
 	}
 	quant_avx2_mmqp_store(acc, nr, nc, y, ldy);
 }
