@@ -318,32 +318,39 @@ kvcache_save_size(const struct kvcache *kv, int64_t since)
 	    kv->n_layers * 2 * kv->row_bytes;
 }
 
+/* The bytes of one position in a stream: every layer's K row, V row. */
+static size_t
+kvcache_position_bytes(const struct kvcache *kv)
+{
+	return (size_t)kv->n_layers * 2 * kv->row_bytes;
+}
+
+/* Gather position p's rows (each the kv heads' pieces in order) into buf
+ * and write them with one call. */
 static int
-kvcache_write_position(const struct kvcache *kv, int64_t p,
+kvcache_write_position(const struct kvcache *kv, int64_t p, uint8_t *buf,
     kvcache_write_fn *write, void *ctx)
 {
 	size_t slot = kvcache_slot_of(kv, p);
+	uint8_t *o = buf;
 	uint32_t l, h;
-	int rc;
 
 	for (l = 0; l < kv->n_layers; l++) {
-		for (h = 0; h < kv->n_heads; h++)
-			if ((rc = write(ctx, kvcache_k_head(kv, l, h, slot),
-			    kv->head_bytes)) != 0)
-				return rc;
-		for (h = 0; h < kv->n_heads; h++)
-			if ((rc = write(ctx, kvcache_v_head(kv, l, h, slot),
-			    kv->head_bytes)) != 0)
-				return rc;
+		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
+			memcpy(o, kvcache_k_head(kv, l, h, slot),
+			    kv->head_bytes);
+		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
+			memcpy(o, kvcache_v_head(kv, l, h, slot),
+			    kv->head_bytes);
 	}
-	return 0;
+	return write(ctx, buf, kvcache_position_bytes(kv));
 }
 
 int
 kvcache_save(const struct kvcache *kv, int64_t since, kvcache_write_fn *write,
     void *ctx)
 {
-	uint8_t h[KV_HEADER_BYTES];
+	uint8_t h[KV_HEADER_BYTES], *buf;
 	struct kv_span s;
 	int64_t p;
 	int rc;
@@ -364,15 +371,17 @@ kvcache_save(const struct kvcache *kv, int64_t since, kvcache_write_fn *write,
 	kv_put32(h + 64, (uint32_t)(s.g1 - s.g0));
 	kv_put32(h + 68, (uint32_t)(s.r1 - s.r0));
 	kv_put64(h + 72, kv_fnv(h, 72));
+	if ((buf = malloc(kvcache_position_bytes(kv))) == NULL)
+		return -ENOMEM;
 	if ((rc = write(ctx, h, sizeof h)) != 0)
-		return rc;
-	for (p = s.g0; p < s.g1; p++)
-		if ((rc = kvcache_write_position(kv, p, write, ctx)) != 0)
-			return rc;
-	for (p = s.r0; p < s.r1; p++)
-		if ((rc = kvcache_write_position(kv, p, write, ctx)) != 0)
-			return rc;
-	return 0;
+		goto out;
+	for (p = s.g0; p < s.g1 && rc == 0; p++)
+		rc = kvcache_write_position(kv, p, buf, write, ctx);
+	for (p = s.r0; p < s.r1 && rc == 0; p++)
+		rc = kvcache_write_position(kv, p, buf, write, ctx);
+out:
+	free(buf);
+	return rc;
 }
 
 /* A parsed stream header. */
@@ -424,22 +433,24 @@ kvcache_parse_header(const struct kvcache *kv, const uint8_t *h,
 	return 0;
 }
 
+/* Read position p's rows with one call into buf and scatter them. */
 static int
-kvcache_read_position(struct kvcache *kv, int64_t p, kvcache_read_fn *read,
-    void *ctx)
+kvcache_read_position(struct kvcache *kv, int64_t p, uint8_t *buf,
+    kvcache_read_fn *read, void *ctx)
 {
 	size_t slot = kvcache_slot_of(kv, p);
+	const uint8_t *o = buf;
 	uint32_t l, h;
 
+	if (read(ctx, buf, kvcache_position_bytes(kv)) != 0)
+		return -EIO;
 	for (l = 0; l < kv->n_layers; l++) {
-		for (h = 0; h < kv->n_heads; h++)
-			if (read(ctx, kvcache_k_head(kv, l, h, slot),
-			    kv->head_bytes) != 0)
-				return -EIO;
-		for (h = 0; h < kv->n_heads; h++)
-			if (read(ctx, kvcache_v_head(kv, l, h, slot),
-			    kv->head_bytes) != 0)
-				return -EIO;
+		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
+			memcpy(kvcache_k_head(kv, l, h, slot), o,
+			    kv->head_bytes);
+		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
+			memcpy(kvcache_v_head(kv, l, h, slot), o,
+			    kv->head_bytes);
 	}
 	return 0;
 }
@@ -447,7 +458,7 @@ kvcache_read_position(struct kvcache *kv, int64_t p, kvcache_read_fn *read,
 int
 kvcache_restore(struct kvcache *kv, kvcache_read_fn *read, void *ctx)
 {
-	uint8_t h[KV_HEADER_BYTES];
+	uint8_t h[KV_HEADER_BYTES], *buf;
 	struct kv_header hd;
 	int64_t p;
 	int rc;
@@ -456,16 +467,20 @@ kvcache_restore(struct kvcache *kv, kvcache_read_fn *read, void *ctx)
 		return -EIO;
 	if ((rc = kvcache_parse_header(kv, h, &hd)) != 0)
 		return rc;
+	if ((buf = malloc(kvcache_position_bytes(kv))) == NULL)
+		return -ENOMEM;
 	kv->base = hd.base;
 	for (p = hd.span.g0; p < hd.span.g1; p++)
-		if (kvcache_read_position(kv, p, read, ctx) != 0)
+		if (kvcache_read_position(kv, p, buf, read, ctx) != 0)
 			goto fail;
 	for (p = hd.span.r0; p < hd.span.r1; p++)
-		if (kvcache_read_position(kv, p, read, ctx) != 0)
+		if (kvcache_read_position(kv, p, buf, read, ctx) != 0)
 			goto fail;
 	kv->pos = hd.pos;
+	free(buf);
 	return 0;
 fail:
+	free(buf);
 	kvcache_reset(kv, hd.base);
 	return -EIO;
 }

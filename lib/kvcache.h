@@ -86,9 +86,10 @@ size_t	 kvcache_save_size(const struct kvcache *kv, int64_t since);
  * cache whose position lies between p and the stream's end.  The header is
  * checked before anything is written (magic, checksum, version,
  * fingerprint, layout, type, W, G, positions): -EINVAL malformed, -ESTALE
- * written for another model, -ERANGE positions do not join; the cache is
- * then unchanged.  If the body cannot be read (-EIO) the cache is reset to
- * empty, never left half-restored.
+ * written for another model, -ERANGE positions do not join, -ENOMEM; the
+ * cache is then unchanged.  If the body cannot be read (-EIO) the cache is
+ * reset to empty, never left half-restored.  A position's rows are written
+ * and read with one call each.
  */
 int	 kvcache_restore(struct kvcache *kv, kvcache_read_fn *read, void *ctx);
 
