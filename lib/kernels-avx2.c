@@ -1580,8 +1580,11 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 		QUANT_UNROLL
 		for (int j = 0; j < 8; j++) {
 			const uint8_t *qs = b->qs + 32 * 8 * (j / 2);
-			__m256i s = _mm256_permute2x128_si256(j < 4 ? sl : sh,
-			    j < 4 ? sl : sh, j % 4 < 2 ? 0x00 : 0x11);
+			__m256i h = j < 4 ? sl : sh;
+			/* the immediate must be a literal for clang */
+			__m256i s = j % 4 < 2 ?
+			    _mm256_permute2x128_si256(h, h, 0x00) :
+			    _mm256_permute2x128_si256(h, h, 0x11);
 
 			s = _mm256_shuffle_epi8(s, dup[j % 2]);
 			QUANT_UNROLL
