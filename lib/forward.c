@@ -204,7 +204,8 @@ fwd_matmul_cb(void *arg, long item, int ith)
 		return;
 	fwd_mm_rows(th, p->up, p->x, p->n, p->act[1], p->y2, r0, r1);
 	for (c = 0; c < p->n; c++)
-		vec_swiglu(p->y + c * rows + r0, p->y2 + c * rows + r0, r1 - r0);
+		vec_swiglu(p->y + c * rows + r0, p->y2 + c * rows + r0,
+		    r1 - r0);
 }
 
 #define FWD_ACT_ITEM 4	/* inputs per item of the quantizing job */
@@ -297,8 +298,8 @@ fwd_products(struct fwd *f, struct fwd_mm *mm, int n_mm)
 			n = (left / (2 * f->n_threads) + 7) & ~(int64_t)7;
 			if (n < floor)
 				n = floor;
-			if (items >= FWD_MM_ITEMS)
-				n = mm[i].w->rows - r;	/* not reached */
+			if (items >= FWD_MM_ITEMS)	/* the bound above */
+				n = mm[i].w->rows - r;	/* holds; a guard */
 			if (n > mm[i].w->rows - r)
 				n = mm[i].w->rows - r;
 			j->item[items++] = (struct fwd_mm_item){ i, (int32_t)r,
@@ -512,7 +513,6 @@ fwd_store_kv(struct fwd *f, uint32_t layer)
 	for (r = 0; r < f->n_runs; r++) {
 		const struct fwd_seqrun *sr = &f->runs[r];
 		struct kvcache *kv = sr->kv;
-		uint32_t h;
 		int64_t last = sr->p0 + sr->n - 1;
 		int64_t gend = kv->base + kv->p.n_global;
 
@@ -523,15 +523,9 @@ fwd_store_kv(struct fwd *f, uint32_t layer)
 			if (p >= gend && p <= last - (int64_t)kv->p.window)
 				continue;	/* overwritten within this run */
 			slot = kvcache_slot_of(kv, p);
-			for (h = 0; h < kv->n_heads; h++) {
-				size_t off = (size_t)(sr->t0 + i) *
-				    kv->row_bytes + h * kv->head_bytes;
-
-				memcpy(kvcache_k_head(kv, layer, h, slot),
-				    f->kq + off, kv->head_bytes);
-				memcpy(kvcache_v_head(kv, layer, h, slot),
-				    f->vq + off, kv->head_bytes);
-			}
+			kvcache_put_rows(kv, layer, slot, f->kq +
+			    (size_t)(sr->t0 + i) * kv->row_bytes, f->vq +
+			    (size_t)(sr->t0 + i) * kv->row_bytes);
 		}
 	}
 }
@@ -658,20 +652,6 @@ fwd_gather(struct fwd *f, int32_t i0, int32_t n)
 		    i] * dim, dim * sizeof(float));
 }
 
-/* Inputs [i0, i0 + n) of a. */
-static struct quant_act
-fwd_act_view(const struct quant_act *a, int64_t i0, int64_t n)
-{
-	int64_t nb = a->cols / (a->fmt == QUANT_ACT_Q8_K ? 256 : 32);
-	struct quant_act v = *a;
-
-	v.n = n;
-	v.q += i0 * a->cols;
-	v.d += i0 * nb;
-	v.s += i0 * (a->cols / 32);
-	return v;
-}
-
 /* Whether every expert of the layer takes its gate/up and its down input in
  * one format each, so one quantization of the gathered inputs serves all. */
 static int
@@ -686,6 +666,40 @@ fwd_moe_uniform(const struct fwd *f, const struct layer *ly)
 		    &ly->e_down[e]) != fwd_act_fmt(f, &ly->e_down[0]))
 			return 0;
 	return fwd_act_fmt(f, &ly->e_up[0]) == fwd_act_fmt(f, &ly->e_gate[0]);
+}
+
+/*
+ * The products of every expert the step chose, into mm: gate/up (with
+ * SwiGLU) over the gathered inputs xe, or (down) down over their results
+ * hb, into hb/hb2 or ye at the expert's rows.  a holds all those inputs
+ * quantized (or NULL: float products); each product takes its rows of it
+ * through v.  Returns the number of products.
+ */
+static int
+fwd_expert_mm(struct fwd *f, const struct layer *ly, int down,
+    const struct quant_act *a, struct quant_act *v, struct fwd_mm *mm)
+{
+	const struct model_hparams *hp = &f->m->hp;
+	int64_t in = down ? hp->ffn_dim : hp->dim;
+	int64_t out = down ? hp->dim : hp->ffn_dim;
+	uint32_t e;
+	int nm = 0;
+
+	for (e = 0; e < hp->n_experts; e++) {
+		int64_t s = f->estart[e], c = f->ecount[e];
+
+		if (c == 0)
+			continue;
+		if (a != NULL)
+			v[nm] = quant_act_slice(a, s, c);
+		mm[nm] = (struct fwd_mm){ down ? &ly->e_down[e] :
+		    &ly->e_gate[e], down ? NULL : &ly->e_up[e], (down ? f->hb :
+		    f->xe) + s * in, c, (down ? f->ye : f->hb) + s * out,
+		    down ? NULL : f->hb2 + s * out, { a != NULL ? &v[nm] :
+		    NULL, a != NULL && !down ? &v[nm] : NULL } };
+		nm++;
+	}
+	return nm;
 }
 
 /*
@@ -707,10 +721,9 @@ fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
 	int all = (int64_t)n * K <= f->max_tokens && E <= FWD_MM_MAX &&
 	    fwd_moe_uniform(f, ly);
 	struct fwd_mm mm[FWD_MM_MAX];
-	struct quant_act ax, ah, vx[FWD_MM_MAX], vh[FWD_MM_MAX];
+	struct quant_act ax, ah, v[FWD_MM_MAX];
 	int fx = fwd_act_fmt(f, &ly->e_gate[0]);
 	int fh = fwd_act_fmt(f, &ly->e_down[0]);
-	int nm;
 
 	fwd_route(f, ly, n);
 	fwd_group_experts(f, n);
@@ -718,35 +731,13 @@ fwd_ffn_moe(struct fwd *f, const struct layer *ly, int32_t n)
 		fwd_gather(f, 0, f->estart[E]);
 		if (fx != QUANT_ACT_NONE)
 			fwd_quantize(f, &ax, fx, f->xe, hp->dim, f->estart[E]);
-		for (e = 0, nm = 0; e < E; e++) {
-			if ((c = f->ecount[e]) == 0)
-				continue;
-			if (fx != QUANT_ACT_NONE)
-				vx[nm] = fwd_act_view(&ax, f->estart[e], c);
-			mm[nm] = (struct fwd_mm){ &ly->e_gate[e], &ly->e_up[e],
-			    f->xe + (size_t)f->estart[e] * hp->dim, c,
-			    f->hb + (size_t)f->estart[e] * hp->ffn_dim,
-			    f->hb2 + (size_t)f->estart[e] * hp->ffn_dim,
-			    { fx != QUANT_ACT_NONE ? &vx[nm] : NULL,
-			    fx != QUANT_ACT_NONE ? &vx[nm] : NULL } };
-			nm++;
-		}
-		fwd_products(f, mm, nm);
+		fwd_products(f, mm, fwd_expert_mm(f, ly, 0, fx !=
+		    QUANT_ACT_NONE ? &ax : NULL, v, mm));
 		if (fh != QUANT_ACT_NONE)
 			fwd_quantize(f, &ah, fh, f->hb, hp->ffn_dim,
 			    f->estart[E]);
-		for (e = 0, nm = 0; e < E; e++) {
-			if ((c = f->ecount[e]) == 0)
-				continue;
-			if (fh != QUANT_ACT_NONE)
-				vh[nm] = fwd_act_view(&ah, f->estart[e], c);
-			mm[nm] = (struct fwd_mm){ &ly->e_down[e], NULL,
-			    f->hb + (size_t)f->estart[e] * hp->ffn_dim, c,
-			    f->ye + (size_t)f->estart[e] * hp->dim, NULL,
-			    { fh != QUANT_ACT_NONE ? &vh[nm] : NULL, NULL } };
-			nm++;
-		}
-		fwd_products(f, mm, nm);
+		fwd_products(f, mm, fwd_expert_mm(f, ly, 1, fh !=
+		    QUANT_ACT_NONE ? &ah : NULL, v, mm));
 	}
 	for (e = 0; e < E; e++) {
 		const float *ye = f->ye + (size_t)(all ? f->estart[e] : 0) *

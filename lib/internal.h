@@ -71,8 +71,9 @@ struct model {
  * G + (p mod W) holds ring position p (p >= base + G).  Each kv head's
  * slots are contiguous, (n_layers, n_kv_heads, n_slots, head_bytes): the
  * attention of one head streams its keys in one run of memory (with
- * whole-slot rows, 128 bytes of every 512 an f16 head read, from memory
- * the scores ran 3.4x slower on Zen 3; kvcache.c, DESIGN 4).
+ * whole-slot rows, 128 bytes of every 512 an f16 head read, the scores
+ * over a window in memory ran 3.2-3.7x slower on Zen 3 in a one-thread
+ * harness; kvcache.c, DESIGN 4).
  */
 struct kvcache {
 	const struct model	*model;
@@ -116,6 +117,14 @@ kvcache_v_head(const struct kvcache *kv, uint32_t layer, uint32_t h,
 	return kv->v + (((size_t)layer * kv->n_heads + h) * kv->n_slots +
 	    slot) * kv->head_bytes;
 }
+
+/* Layer `layer`'s K and V of a slot to (put) or from (get) rows of kv_dim
+ * elements, the heads' pieces in order: the form the forward pass
+ * computes them in and the snapshot stream carries (kvcache.c). */
+void	kvcache_put_rows(struct kvcache *kv, uint32_t layer, size_t slot,
+	    const uint8_t *k, const uint8_t *v);
+void	kvcache_get_rows(const struct kvcache *kv, uint32_t layer, size_t slot,
+	    uint8_t *k, uint8_t *v);
 
 /* The ggml type a cache element type is stored as. */
 enum ggml_type kv_type_ggml(enum kv_type t);

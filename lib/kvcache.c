@@ -318,6 +318,30 @@ kvcache_save_size(const struct kvcache *kv, int64_t since)
 	    kv->n_layers * 2 * kv->row_bytes;
 }
 
+void
+kvcache_put_rows(struct kvcache *kv, uint32_t layer, size_t slot,
+    const uint8_t *k, const uint8_t *v)
+{
+	for (uint32_t h = 0; h < kv->n_heads; h++) {
+		memcpy(kvcache_k_head(kv, layer, h, slot), k + h *
+		    kv->head_bytes, kv->head_bytes);
+		memcpy(kvcache_v_head(kv, layer, h, slot), v + h *
+		    kv->head_bytes, kv->head_bytes);
+	}
+}
+
+void
+kvcache_get_rows(const struct kvcache *kv, uint32_t layer, size_t slot,
+    uint8_t *k, uint8_t *v)
+{
+	for (uint32_t h = 0; h < kv->n_heads; h++) {
+		memcpy(k + h * kv->head_bytes, kvcache_k_head(kv, layer, h,
+		    slot), kv->head_bytes);
+		memcpy(v + h * kv->head_bytes, kvcache_v_head(kv, layer, h,
+		    slot), kv->head_bytes);
+	}
+}
+
 /* The bytes of one position in a stream: every layer's K row, V row. */
 static size_t
 kvcache_position_bytes(const struct kvcache *kv)
@@ -325,24 +349,17 @@ kvcache_position_bytes(const struct kvcache *kv)
 	return (size_t)kv->n_layers * 2 * kv->row_bytes;
 }
 
-/* Gather position p's rows (each the kv heads' pieces in order) into buf
- * and write them with one call. */
+/* Gather position p's rows into buf and write them with one call. */
 static int
 kvcache_write_position(const struct kvcache *kv, int64_t p, uint8_t *buf,
     kvcache_write_fn *write, void *ctx)
 {
 	size_t slot = kvcache_slot_of(kv, p);
-	uint8_t *o = buf;
-	uint32_t l, h;
+	uint32_t l;
 
-	for (l = 0; l < kv->n_layers; l++) {
-		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
-			memcpy(o, kvcache_k_head(kv, l, h, slot),
-			    kv->head_bytes);
-		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
-			memcpy(o, kvcache_v_head(kv, l, h, slot),
-			    kv->head_bytes);
-	}
+	for (l = 0; l < kv->n_layers; l++)
+		kvcache_get_rows(kv, l, slot, buf + 2 * l * kv->row_bytes,
+		    buf + (2 * l + 1) * kv->row_bytes);
 	return write(ctx, buf, kvcache_position_bytes(kv));
 }
 
@@ -439,19 +456,13 @@ kvcache_read_position(struct kvcache *kv, int64_t p, uint8_t *buf,
     kvcache_read_fn *read, void *ctx)
 {
 	size_t slot = kvcache_slot_of(kv, p);
-	const uint8_t *o = buf;
-	uint32_t l, h;
+	uint32_t l;
 
 	if (read(ctx, buf, kvcache_position_bytes(kv)) != 0)
 		return -EIO;
-	for (l = 0; l < kv->n_layers; l++) {
-		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
-			memcpy(kvcache_k_head(kv, l, h, slot), o,
-			    kv->head_bytes);
-		for (h = 0; h < kv->n_heads; h++, o += kv->head_bytes)
-			memcpy(kvcache_v_head(kv, l, h, slot), o,
-			    kv->head_bytes);
-	}
+	for (l = 0; l < kv->n_layers; l++)
+		kvcache_put_rows(kv, l, slot, buf + 2 * l * kv->row_bytes,
+		    buf + (2 * l + 1) * kv->row_bytes);
 	return 0;
 }
 

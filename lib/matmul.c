@@ -145,10 +145,21 @@ quant_act_fill(const struct quant_act *a, const float *x, int64_t i0,
 static struct quant_q8x
 quant_act_at(const struct quant_act *a, int64_t i)
 {
-	int64_t nb = a->cols / quant_act_block(a->fmt), ns = a->cols / QK8_0;
+	struct quant_act v = quant_act_slice(a, i, 1);
 
-	return (struct quant_q8x){ a->q + i * a->cols, a->d + i * nb,
-	    a->s + i * ns };
+	return (struct quant_q8x){ v.q, v.d, v.s };
+}
+
+struct quant_act
+quant_act_slice(const struct quant_act *a, int64_t i0, int64_t n)
+{
+	struct quant_act v = *a;
+
+	v.n = n;
+	v.q += i0 * a->cols;
+	v.d += i0 * (a->cols / quant_act_block(a->fmt));
+	v.s += i0 * (a->cols / QK8_0);
+	return v;
 }
 
 /* Rows [r0, r1) times inputs [c0, c1) of a, in the tiles of DESIGN 1; a

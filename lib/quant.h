@@ -120,6 +120,8 @@ size_t	 quant_matmul_scratch(enum ggml_type t, int64_t cols, int64_t nrows);
  *	fmt = quant_act_fmt(t, cols)	   QUANT_ACT_NONE: use quant_matmul()
  *	quant_act_bind(&a, buf, fmt, cols, n)   buf of quant_act_bytes()
  *	quant_act_fill(&a, x, i0, i1)	   inputs i0..i1-1 of x (n x cols)
+ *	quant_act_slice(&a, i0, n)	   inputs i0..i0+n-1 of a, as an act
+ *					   of their own (no copy)
  *	quant_matmul_act(t, w, rows, cols, &a, y, ldy, r0, r1)
  * which computes exactly what quant_matmul(t, w, rows, cols, x, n, ...)
  * does.  Matrices whose types share a format share the quantized inputs.
@@ -143,6 +145,8 @@ void	 quant_act_bind(struct quant_act *a, void *buf, int fmt, int64_t cols,
 	     int64_t n);
 void	 quant_act_fill(const struct quant_act *a, const float *x, int64_t i0,
 	     int64_t i1);
+struct quant_act quant_act_slice(const struct quant_act *a, int64_t i0,
+	     int64_t n);
 void	 quant_matmul_act(enum ggml_type t, const void *w, int64_t rows,
 	     int64_t cols, const struct quant_act *a, float *y, int64_t ldy,
 	     int64_t r0, int64_t r1);
