@@ -856,7 +856,11 @@ quant_avx2_madd8(__m256i u, __m256i s)
 
 /* Decode (one input) prefetches this many bytes ahead of the block it
  * reads: the hardware prefetcher alone left TinyLlama Q4_0/Q8_0 decode
- * 12-15% slower (mean of 6-8 alternating runs, 2 threads). */
+ * 12-15% slower (mean of 6-8 alternating runs, 2 threads).  So does the
+ * first tile of a few batched inputs on a packed group (mmqp's stream):
+ * without it 2-8 sequences decoded 6-15% slower (TinyLlama Q8_0, Q4_0,
+ * Q4_K_M, Mixtral shape; steps alternating between the two, 2 threads),
+ * while prefetching in every tile cost prefill 5-9%. */
 #define QUANT_DECODE_AHEAD 2048
 
 QUANT_MMQ_KERNEL void
@@ -1392,7 +1396,7 @@ quant_avx2_bcast4(const int8_t *p)
 
 QUANT_MMQ_KERNEL void
 quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nc, const int q4)
+    float *y, int64_t ldy, int64_t n, const int nc, const int q4, int stream)
 {
 	const size_t bs = q4 ? sizeof(struct block_q4_0x8) :
 	    sizeof(struct block_q8_0x8);
@@ -1407,7 +1411,7 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 		const uint8_t *qs = (const uint8_t *)g + 2 * QUANT_PACK_ROWS;
 		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
 
-		if (nc == 1)
+		if (stream)
 			quant_avx2_prefetch(g, bs);
 
 		QUANT_UNROLL
@@ -1468,13 +1472,13 @@ quant_avx2_mmqp_t(const char *g, int nr, const struct quant_q8x *x,
 #define QUANT_MMQP_ENTRY(type, q4)					\
 QUANT_AVX2 static void							\
 quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
-    int nc, float *y, int64_t ldy, int64_t n)				\
+    int nc, float *y, int64_t ldy, int64_t n, int stream)		\
 {									\
 	switch (nc) {							\
-	case 1: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 1, q4); break;	\
-	case 2: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 2, q4); break;	\
-	case 3: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 3, q4); break;	\
-	case 4: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 4, q4); break;	\
+	case 1: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 1, q4, stream); break; \
+	case 2: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 2, q4, stream); break; \
+	case 3: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 3, q4, stream); break; \
+	case 4: quant_avx2_mmqp_t(g, nr, x, y, ldy, n, 4, q4, stream); break; \
 	}								\
 }
 
@@ -1500,7 +1504,7 @@ QUANT_MMQP_ENTRY(q4_0, 1)
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nc, int stream)
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf), m6 = _mm256_set1_epi8(63);
 	const __m256i m30 = _mm256_set1_epi8(0x30);
@@ -1543,7 +1547,7 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 		    _mm256_srli_epi16(v1, 2), m30));
 		__m256i mp[4];
 
-		if (nc == 1)
+		if (stream)
 			quant_avx2_prefetch(b, sizeof *b);
 		mp[0] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(ml, ml,
 		    0x00), pair);
@@ -1629,7 +1633,7 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nc, int stream)
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf), m30 = _mm256_set1_epi8(0x30);
 	const __m256i e32 = _mm256_set1_epi8(32);
@@ -1657,7 +1661,7 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 		    b->d));
 		__m256i bias = _mm256_loadu_si256((const __m256i *)b->bias);
 
-		if (nc == 1)
+		if (stream)
 			quant_avx2_prefetch(b, sizeof *b);
 		QUANT_UNROLL
 		for (int j = 0; j < 16; j += 2) {
@@ -1734,13 +1738,17 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 #define QUANT_MMQP_K_ENTRY(type)					\
 QUANT_AVX2 static void							\
 quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
-    int nc, float *y, int64_t ldy, int64_t n)				\
+    int nc, float *y, int64_t ldy, int64_t n, int stream)		\
 {									\
 	switch (nc) {							\
-	case 1: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 1); break; \
-	case 2: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 2); break; \
-	case 3: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 3); break; \
-	case 4: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 4); break; \
+	case 1: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 1, stream); \
+		break;							\
+	case 2: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 2, stream); \
+		break;							\
+	case 3: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 3, stream); \
+		break;							\
+	case 4: quant_avx2_mmqp_##type##_t(g, nr, x, y, ldy, n, 4, stream); \
+		break;							\
 	}								\
 }
 

@@ -197,7 +197,8 @@ quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
 
 				if (packed)
 					k->mmqp[t](w + r * rs, nr, qx + (c - cb),
-					    nc, y + c * ldy + r, ldy, a->cols);
+					    nc, y + c * ldy + r, ldy, a->cols,
+					    c == cb);
 				else
 					k->mmq[t](w + r * rs, rs, nr, qx + (c -
 					    cb), nc, y + c * ldy + r, ldy,

@@ -233,11 +233,14 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		nr <= mmq_rows with nc == 1, and nr <= mmq_tile_rows with
  *		nc <= mmq_tile_cols; each output's arithmetic must not
  *		depend on the shape (DESIGN 6).
- *	mmqp[t](g, nr, x, nc, y, ldy, n)
+ *	mmqp[t](g, nr, x, nc, y, ldy, n, stream)
  *		packed Q8_0, Q4_0 (DESIGN 8), Q4_K and Q6_K (DESIGN 9):
  *		y[c * ldy + r] = row r of the group of 8 at g times x[c], for
  *		r < nr and c < nc <= mmqp_cols; bit-identical on every
- *		table.
+ *		table.  stream says the tile is the first to read the group
+ *		for its block of inputs, likely from memory: it prefetches
+ *		ahead of what it reads; the tiles after it find the group in
+ *		the caches and do not.
  *	q8x_quantize		 quant_q8x_quantize(), bit-identical
  *	att_scores, att_pv, softmax
  *		the attention kernels behind vec_att_scores(),
@@ -258,7 +261,7 @@ struct quant_kernels {
 	int		 mmq_rows, mmq_tile_rows, mmq_tile_cols;
 	void		(*mmqp[GGML_TYPE_COUNT])(const void *, int,
 			    const struct quant_q8x *, int, float *, int64_t,
-			    int64_t);
+			    int64_t, int);
 	int		 mmqp_cols;
 	void		(*q8x_quantize)(const float *, int64_t, int, int8_t *,
 			    float *, int32_t *);

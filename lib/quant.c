@@ -951,8 +951,9 @@ quant_mmqp_ref(enum ggml_type t, const void *g, int nr,
 #define QUANT_MMQP_REF(type, T)						\
 static void								\
 quant_mmqp_##type##_ref(const void *g, int nr, const struct quant_q8x *x, \
-    int nc, float *y, int64_t ldy, int64_t n)				\
+    int nc, float *y, int64_t ldy, int64_t n, int stream)		\
 {									\
+	(void)stream;							\
 	quant_mmqp_ref(T, g, nr, x, nc, y, ldy, n);			\
 }
 
