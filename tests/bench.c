@@ -12,6 +12,16 @@
  * re-prefilling it, and peak RSS.  Medians over repeated runs; the load
  * average is printed before and after.
  *
+ * Beside the bandwidth ceiling (what one sequence's decode can reach), it
+ * measures the compute ceilings of the work that memory does not bound:
+ * the matrix products of 8 batched sequences, and attention over a full
+ * window.  Each is timed on every thread at once with its data in the
+ * caches, so it is an upper bound on the same work streaming from memory;
+ * the row's "ceilings" line turns them into the most that 8 sequences and
+ * that depth 16384 could reach on this machine with these kernels, and
+ * the depth bound once more at the machine's fused multiply-add peak,
+ * which no kernel can pass.
+ *
  * The main decode figure, the one compared with llama.cpp and with the
  * bandwidth ceiling, starts from an empty cache as llama-bench's tg128
  * does; the one after the prefill (positions 512 to 639) also pays for
@@ -28,6 +38,7 @@
  * llama.cpp is then run on for the side-by-side figures).
  */
 #include <errno.h>
+#include <immintrin.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
@@ -178,6 +189,269 @@ bench_bandwidth(struct pool *p)
 	return (double)n * sizeof(float) / t[0] / 1e9;
 }
 
+/* ---- compute ceilings ------------------------------------------------ */
+
+static struct pool *cpool;	/* the ceilings' own threads */
+
+#define CEIL_ITEMS	4	/* items per thread in each timed job */
+
+/* Best of 5 timings of a job of `items` items; returns seconds. */
+static double
+ceil_time(pool_fn *fn, void *arg, long items)
+{
+	double best = 0.0, t0, t;
+	int r;
+
+	pool_run(cpool, fn, arg, items);	/* warm: caches, pages */
+	for (r = 0; r < 5; r++) {
+		t0 = now();
+		pool_run(cpool, fn, arg, items);
+		t = now() - t0;
+		if (r == 0 || t < best)
+			best = t;
+	}
+	return best;
+}
+
+#define FMA_ITERS	(1L << 21)
+
+struct fma_job {
+	float	sink[64];
+};
+
+/* 12 independent chains of 8-lane fused multiply-adds: 2 per cycle on a
+ * core with two FMA pipes, the most any float kernel can do. */
+__attribute__((target("avx2,fma"))) static float
+fma_loop(long n)
+{
+	__m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
+	__m256 a0 = _mm256_set1_ps(0.f), a1 = _mm256_set1_ps(1.f);
+	__m256 a2 = _mm256_set1_ps(2.f), a3 = _mm256_set1_ps(3.f);
+	__m256 a4 = _mm256_set1_ps(4.f), a5 = _mm256_set1_ps(5.f);
+	__m256 a6 = _mm256_set1_ps(6.f), a7 = _mm256_set1_ps(7.f);
+	__m256 a8 = _mm256_set1_ps(8.f), a9 = _mm256_set1_ps(9.f);
+	__m256 a10 = _mm256_set1_ps(10.f), a11 = _mm256_set1_ps(11.f);
+	float o[8];
+
+	for (long i = 0; i < n; i++) {
+		a0 = _mm256_fmadd_ps(a0, m, c);
+		a1 = _mm256_fmadd_ps(a1, m, c);
+		a2 = _mm256_fmadd_ps(a2, m, c);
+		a3 = _mm256_fmadd_ps(a3, m, c);
+		a4 = _mm256_fmadd_ps(a4, m, c);
+		a5 = _mm256_fmadd_ps(a5, m, c);
+		a6 = _mm256_fmadd_ps(a6, m, c);
+		a7 = _mm256_fmadd_ps(a7, m, c);
+		a8 = _mm256_fmadd_ps(a8, m, c);
+		a9 = _mm256_fmadd_ps(a9, m, c);
+		a10 = _mm256_fmadd_ps(a10, m, c);
+		a11 = _mm256_fmadd_ps(a11, m, c);
+	}
+	a0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1),
+	    _mm256_add_ps(a2, a3)), _mm256_add_ps(_mm256_add_ps(a4, a5),
+	    _mm256_add_ps(a6, a7)));
+	a0 = _mm256_add_ps(a0, _mm256_add_ps(_mm256_add_ps(a8, a9),
+	    _mm256_add_ps(a10, a11)));
+	_mm256_storeu_ps(o, a0);
+	return o[0] + o[7];
+}
+
+static void
+fma_cb(void *arg, long item, int ith)
+{
+	struct fma_job *j = arg;
+
+	(void)item;
+	j->sink[ith] += fma_loop(FMA_ITERS);
+}
+
+/* Multiply-adds per second of 8-lane FMA on every thread (0 without FMA). */
+static double
+bench_fma_peak(void)
+{
+	struct fma_job j = { { 0 } };
+	long items = (long)pool_size(cpool) * CEIL_ITEMS;
+
+	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+		return 0.0;
+	return (double)items * FMA_ITERS * 12 * 8 / ceil_time(fma_cb, &j,
+	    items);
+}
+
+/* Packed products of 8 inputs over a matrix that stays in L2 (64 rows of
+ * 2048), as a step of 8 batched sequences runs them. */
+#define MM_ROWS		64
+#define MM_COLS		2048
+#define MM_INPUTS	8
+#define MM_REPS		64
+
+struct mm_job {
+	enum ggml_type	 t;
+	const void	*p;
+	struct quant_act a;
+	float		*y;	/* per thread: MM_ROWS * MM_INPUTS */
+};
+
+static void
+mm_cb(void *arg, long item, int ith)
+{
+	struct mm_job *j = arg;
+	float *y = j->y + (size_t)ith * MM_ROWS * MM_INPUTS;
+
+	(void)item;
+	for (int r = 0; r < MM_REPS; r++)
+		quant_matmul_packed(j->t, j->p, MM_ROWS, MM_COLS, &j->a, y,
+		    MM_ROWS, 0, MM_ROWS);
+}
+
+/* Multiply-adds per second of type t's batched products on every
+ * thread, or 0 where t has no packed int8 kernel; measured once. */
+static double
+bench_mm_rate(enum ggml_type t)
+{
+	static double rate[GGML_TYPE_COUNT];
+	size_t rs = quant_row_size(t, MM_COLS);
+	long items = (long)pool_size(cpool) * CEIL_ITEMS;
+	struct mm_job j = { t, NULL, { 0 }, NULL };
+	float *x = NULL;
+	char *w = NULL, *pk = NULL;
+	void *act = NULL;
+	int fmt;
+
+	if ((unsigned)t >= GGML_TYPE_COUNT || rate[t] != 0.0)
+		return (unsigned)t < GGML_TYPE_COUNT && rate[t] > 0 ? rate[t] :
+		    0.0;
+	rate[t] = -1.0;
+	if (!quant_packable(t, MM_COLS) || rs == 0 || (fmt = quant_act_fmt(t,
+	    MM_COLS)) == QUANT_ACT_NONE)
+		return 0.0;
+	x = malloc(sizeof *x * MM_COLS * MM_INPUTS);
+	w = malloc(rs * MM_ROWS);
+	pk = malloc(quant_pack_size(t, MM_ROWS, MM_COLS));
+	act = malloc(quant_act_bytes(fmt, MM_COLS, MM_INPUTS));
+	j.y = malloc(sizeof *j.y * MM_ROWS * MM_INPUTS * pool_size(cpool));
+	if (x != NULL && w != NULL && pk != NULL && act != NULL &&
+	    j.y != NULL) {
+		unsigned seed = 7;
+
+		for (int i = 0; i < MM_COLS * MM_INPUTS; i++) {
+			seed = seed * 1664525u + 1013904223u;
+			x[i] = (float)(seed >> 8) / (float)(1u << 24) - 0.5f;
+		}
+		for (int r = 0; r < MM_ROWS; r++)
+			quant_quantize_row(t, x + (r % MM_INPUTS) * MM_COLS,
+			    w + r * rs, MM_COLS);
+		quant_pack(t, w, MM_ROWS, MM_COLS, pk);
+		quant_act_bind(&j.a, act, fmt, MM_COLS, MM_INPUTS);
+		quant_act_fill(&j.a, x, 0, MM_INPUTS);
+		j.p = pk;
+		rate[t] = (double)items * MM_REPS * MM_ROWS * MM_COLS *
+		    MM_INPUTS / ceil_time(mm_cb, &j, items);
+	}
+	free(x);
+	free(w);
+	free(pk);
+	free(act);
+	free(j.y);
+	return rate[t] > 0 ? rate[t] : 0.0;
+}
+
+/* Scores, softmax and weighted sum of values for the query heads that
+ * share one kv head, over f16 keys and values that stay in L2 (256 KiB of
+ * them), as a decode step runs them (forward.c's fwd_att_block()). */
+#define ATT_BYTES	(256 * 1024)
+#define ATT_REPS	16
+
+struct att_job {
+	int		 hd, rep, nk;
+	float		*q, *s, *o;	/* per thread */
+	uint16_t	*kv;		/* per thread: keys, then values */
+};
+
+static void
+att_cb(void *arg, long item, int ith)
+{
+	struct att_job *j = arg;
+	size_t hq = (size_t)j->rep * j->hd;
+	const float *q = j->q + (size_t)ith * hq;
+	float *s = j->s + (size_t)ith * j->rep * j->nk;
+	float *o = j->o + (size_t)ith * hq;
+	const uint16_t *k = j->kv + (size_t)ith * 2 * j->nk * j->hd;
+	const uint16_t *v = k + (size_t)j->nk * j->hd;
+	size_t st = (size_t)j->hd * sizeof *k;
+
+	(void)item;
+	for (int r = 0; r < ATT_REPS; r++) {
+		vec_att_scores(q, j->rep, k, st, QUANT_KV_F16, j->nk, j->hd, s,
+		    j->nk);
+		for (int g = 0; g < j->rep; g++)
+			vec_softmax(s + (size_t)g * j->nk, j->nk, 0.125f);
+		memset(o, 0, hq * sizeof *o);
+		vec_att_pv(s, j->rep, j->nk, v, st, QUANT_KV_F16, j->nk, j->hd,
+		    o);
+	}
+}
+
+/* Multiply-adds per second (scores and values both counted) of attention
+ * for hd-dimensional heads in groups of rep, on every thread. */
+static double
+bench_att_rate(int hd, int rep)
+{
+	int nt = pool_size(cpool);
+	long items = (long)nt * CEIL_ITEMS;
+	struct att_job j = { hd, rep, ATT_BYTES / (4 * hd), NULL, NULL, NULL,
+	    NULL };
+	size_t hq = (size_t)rep * hd, nkv = (size_t)nt * 2 * j.nk * hd;
+	double rate = 0.0;
+
+	j.q = malloc(sizeof *j.q * hq * nt);
+	j.o = malloc(sizeof *j.o * hq * nt);
+	j.s = malloc(sizeof *j.s * rep * j.nk * nt);
+	j.kv = malloc(sizeof *j.kv * nkv);
+	if (j.q != NULL && j.o != NULL && j.s != NULL && j.kv != NULL) {
+		for (size_t i = 0; i < hq * nt; i++)
+			j.q[i] = (float)(i % 17) * 0.01f - 0.08f;
+		for (size_t i = 0; i < nkv; i++)	/* halves in [0.125, 1) */
+			j.kv[i] = (uint16_t)(0x3000 + (i * 7919) % 0x0c00);
+		rate = (double)items * ATT_REPS * 2 * hq * j.nk /
+		    ceil_time(att_cb, &j, items);
+	}
+	free(j.q);
+	free(j.o);
+	free(j.s);
+	free(j.kv);
+	return rate;
+}
+
+/* The most tokens per second 8 batched sequences could decode if the
+ * step were nothing but its matrix products at their in-cache speed
+ * (every product of the model's types, experts scaled by used / total;
+ * the embedding is a row lookup); 0 where a type has no packed kernel. */
+static double
+batch_ceiling(const struct model *m)
+{
+	const struct gguf_file *g = model_gguf(m);
+	const struct model_hparams *hp = model_hparams(m);
+	uint64_t i, n = gguf_n_tensors(g);
+	double t = 0.0;
+
+	for (i = 0; i < n; i++) {
+		const struct gguf_tensor *tn = gguf_tensor_at(g, i);
+		double macs = (double)tn->ne[0] * tn->ne[1] * tn->ne[2], rate;
+
+		if (tn->n_dims < 2 || gguf_str_eq(tn->name,
+		    "token_embd.weight"))
+			continue;
+		if (hp->n_experts > 0 && memmem(tn->name.ptr, tn->name.len,
+		    "_exps", 5) != NULL)
+			macs = macs * hp->n_experts_used / hp->n_experts;
+		if ((rate = bench_mm_rate(tn->type)) <= 0.0)
+			return 0.0;
+		t += macs / rate;
+	}
+	return t > 0.0 ? 1.0 / t : 0.0;
+}
+
 /* ---- per model ------------------------------------------------------- */
 
 static int
@@ -316,8 +590,8 @@ snap_read(void *ctx, void *buf, size_t len)
 }
 
 static void
-bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
-    int first)
+bench_model(const struct bench_row *r, const char *dir, double bw,
+    double fma, FILE *js, int first)
 {
 	char path[1024], err[512], snap[1100];
 	struct model *m;
@@ -431,6 +705,28 @@ bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
 	double P = median(pf, reps), D = median(dc, reps);
 	double DP = median(dp, reps);
 
+	/* compute ceilings: 8 sequences if the step were only its products
+	 * at their in-cache speed; depth 16384 if decode at depth 512 only
+	 * added the attention over the window's other 3584 keys, at its
+	 * in-cache speed, or at the FMA peak with the keys and values read
+	 * at the bandwidth ceiling at the same time */
+	const struct model_hparams *hp = model_hparams(m);
+	double c8 = batch_ceiling(m), att = 0.0, cd = 0.0, cdf = 0.0;
+	double extra = 2.0 * hp->n_layers * hp->n_heads * hp->head_dim *
+	    (4096 - 512);
+	double extra_bytes = 2.0 * hp->n_layers * hp->n_kv_heads *
+	    hp->head_dim * 2 * (4096 - 512);
+
+	if (r->deep && depth[0] > 0.0) {
+		att = bench_att_rate((int)hp->head_dim, (int)(hp->n_heads /
+		    hp->n_kv_heads));
+		if (att > 0.0)
+			cd = 1.0 / (1.0 + depth[0] * extra / att);
+		if (fma > 0.0 && bw > 0.0)
+			cdf = 1.0 / (1.0 + depth[0] * fmax(extra / fma,
+			    extra_bytes / (bw * 1e9)));
+	}
+
 	printf("%-18s %-7s %9.1f (%4.0f%%) %8.2f (%4.0f%%) %7.1f (%3.0f%%) "
 	    "%8.2f %6.2fs  agg 1/2/4/8: %.1f %.1f %.1f %.1f (x%.1f)  depth "
 	    "512/4k/16k: %.2f %.2f %.2f (4k, q8_0 cache: %.2f)  snap %.2fs "
@@ -441,6 +737,16 @@ bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
 	    depth[1], depth[2], depth_q8, t_save, t_restore, t_reprefill,
 	    t_reprefill > 0 ? 100 * t_restore / t_reprefill : 0.0,
 	    ru.ru_maxrss / 1024);
+	printf("%-18s ceilings: 8 sequences at most %.1f tok/s (x%.2f of "
+	    "one; measured x%.2f)", r->name, c8, D > 0 ? c8 / D : 0.0,
+	    agg[0] > 0 ? agg[3] / agg[0] : 0.0);
+	if (r->deep)
+		printf("; attention %.1f GMAC/s in cache: depth 16384 at most "
+		    "%.2f of depth 512 (%.2f at the FMA peak and the "
+		    "bandwidth; measured %.2f)",
+		    att / 1e9, cd, cdf, depth[0] > 0 ? depth[2] / depth[0] :
+		    0.0);
+	printf("\n");
 	fflush(stdout);
 	fprintf(js, "%s    {\"model\": \"%s\", \"shape\": \"%s\", \"type\": "
 	    "\"%s\", \"load_s\": %.3f, \"prefill_tok_s\": %.2f, "
@@ -452,12 +758,15 @@ bench_model(const struct bench_row *r, const char *dir, double bw, FILE *js,
 	    "\"16384\": %.3f}, \"depth_4096_q8_0_cache\": %.3f, "
 	    "\"window\": 4096, \"snapshot_s\": %.3f, "
 	    "\"restore_s\": %.3f, \"reprefill_s\": %.2f, \"kv_bytes\": %zu, "
-	    "\"kv_bytes_q8_0\": %zu, \"peak_rss_mib\": %ld}", first ? "" :
+	    "\"kv_bytes_q8_0\": %zu, \"peak_rss_mib\": %ld, "
+	    "\"ceiling_8seq_tok_s\": %.2f, \"attention_gmac_s\": %.2f, "
+	    "\"ceiling_depth_ratio\": %.3f, \"ceiling_depth_ratio_fma\": "
+	    "%.3f}", first ? "" :
 	    ",\n", r->name, r->shape, r->type_name, t_load, P, D, DP,
 	    r->ref_prefill, r->ref_decode, wbytes, ceiling, 100 * D / ceiling,
 	    agg[0], agg[1], agg[2], agg[3], depth[0], depth[1], depth[2],
 	    depth_q8, t_save, t_restore, t_reprefill, kvcache_bytes(kv[0]),
-	    q8_bytes, ru.ru_maxrss / 1024);
+	    q8_bytes, ru.ru_maxrss / 1024, c8, att / 1e9, cd, cdf);
 	for (i = 0; i < 8; i++)
 		kvcache_free(kv[i]);
 	fwd_free(f);
@@ -484,7 +793,7 @@ main(void)
 	const char *dir = getenv("BENCH_DIR"), *jpath = getenv("BENCH_JSON");
 	char la0[128], la1[128];
 	struct pool *p;
-	double bw;
+	double bw, fma;
 	FILE *js;
 	size_t i;
 	int first = 1;
@@ -513,9 +822,14 @@ main(void)
 	pool_create(threads, &p);
 	bw = bench_bandwidth(p);
 	pool_free(p);
+	if (pool_create(threads, &cpool) != 0) {
+		fprintf(stderr, "bench: no threads\n");
+		return 1;
+	}
+	fma = bench_fma_peak();
 	printf("mistrald bench: %d threads, kernels %s, read bandwidth %.1f "
-	    "GB/s, load average %s\n", threads, quant_isa_name(quant_isa()),
-	    bw, la0);
+	    "GB/s, FMA peak %.1f GMAC/s, load average %s\n", threads,
+	    quant_isa_name(quant_isa()), bw, fma / 1e9, la0);
 	printf("tok/s; (%%): of the llama.cpp reference, or of the ceiling; "
 	    "decode from an empty cache as llama-bench tg128, \"after pp\" "
 	    "right after the 512-token prefill\n");
@@ -527,17 +841,19 @@ main(void)
 		return 1;
 	}
 	fprintf(js, "{\"threads\": %d, \"isa\": \"%s\", \"bandwidth_gb_s\": "
-	    "%.2f, \"load_before\": \"%s\", \"rows\": [\n", threads,
-	    quant_isa_name(quant_isa()), bw, la0);
+	    "%.2f, \"fma_peak_gmac_s\": %.2f, \"load_before\": \"%s\", "
+	    "\"rows\": [\n", threads, quant_isa_name(quant_isa()), bw,
+	    fma / 1e9, la0);
 	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
 		if (!wanted(rows[i].name))
 			continue;
-		bench_model(&rows[i], dir, bw, js, first);
+		bench_model(&rows[i], dir, bw, fma, js, first);
 		first = 0;
 	}
 	loadavg(la1, sizeof la1);
 	fprintf(js, "\n], \"load_after\": \"%s\"}\n", la1);
 	fclose(js);
+	pool_free(cpool);
 	printf("load average after: %s; JSON in %s\n", la1, jpath);
 	return 0;
 }
