@@ -738,8 +738,8 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 	    t_reprefill > 0 ? 100 * t_restore / t_reprefill : 0.0,
 	    ru.ru_maxrss / 1024);
 	printf("%-18s ceilings: 8 sequences at most %.1f tok/s (x%.2f of "
-	    "one; measured x%.2f)", r->name, c8, D > 0 ? c8 / D : 0.0,
-	    agg[0] > 0 ? agg[3] / agg[0] : 0.0);
+	    "one; measured x%.2f)", r->name, c8, agg[0] > 0 ? c8 / agg[0] :
+	    0.0, agg[0] > 0 ? agg[3] / agg[0] : 0.0);
 	if (r->deep)
 		printf("; attention %.1f GMAC/s in cache: depth 16384 at most "
 		    "%.2f of depth 512 (%.2f at the FMA peak and the "
