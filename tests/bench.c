@@ -224,35 +224,20 @@ struct fma_job {
 __attribute__((target("avx2,fma"))) static float
 fma_loop(long n)
 {
-	__m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
-	__m256 a0 = _mm256_set1_ps(0.f), a1 = _mm256_set1_ps(1.f);
-	__m256 a2 = _mm256_set1_ps(2.f), a3 = _mm256_set1_ps(3.f);
-	__m256 a4 = _mm256_set1_ps(4.f), a5 = _mm256_set1_ps(5.f);
-	__m256 a6 = _mm256_set1_ps(6.f), a7 = _mm256_set1_ps(7.f);
-	__m256 a8 = _mm256_set1_ps(8.f), a9 = _mm256_set1_ps(9.f);
-	__m256 a10 = _mm256_set1_ps(10.f), a11 = _mm256_set1_ps(11.f);
+	__m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f), a[12];
 	float o[8];
+	int k;
 
+	for (k = 0; k < 12; k++)
+		a[k] = _mm256_set1_ps((float)k);
 	for (long i = 0; i < n; i++) {
-		a0 = _mm256_fmadd_ps(a0, m, c);
-		a1 = _mm256_fmadd_ps(a1, m, c);
-		a2 = _mm256_fmadd_ps(a2, m, c);
-		a3 = _mm256_fmadd_ps(a3, m, c);
-		a4 = _mm256_fmadd_ps(a4, m, c);
-		a5 = _mm256_fmadd_ps(a5, m, c);
-		a6 = _mm256_fmadd_ps(a6, m, c);
-		a7 = _mm256_fmadd_ps(a7, m, c);
-		a8 = _mm256_fmadd_ps(a8, m, c);
-		a9 = _mm256_fmadd_ps(a9, m, c);
-		a10 = _mm256_fmadd_ps(a10, m, c);
-		a11 = _mm256_fmadd_ps(a11, m, c);
+		_Pragma("GCC unroll 12")
+		for (k = 0; k < 12; k++)
+			a[k] = _mm256_fmadd_ps(a[k], m, c);
 	}
-	a0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1),
-	    _mm256_add_ps(a2, a3)), _mm256_add_ps(_mm256_add_ps(a4, a5),
-	    _mm256_add_ps(a6, a7)));
-	a0 = _mm256_add_ps(a0, _mm256_add_ps(_mm256_add_ps(a8, a9),
-	    _mm256_add_ps(a10, a11)));
-	_mm256_storeu_ps(o, a0);
+	for (k = 1; k < 12; k++)
+		a[0] = _mm256_add_ps(a[0], a[k]);
+	_mm256_storeu_ps(o, a[0]);
 	return o[0] + o[7];
 }
 
@@ -423,11 +408,24 @@ bench_att_rate(int hd, int rep)
 	return rate;
 }
 
+/* The share of tensor t one sequence's decode step uses: one row of the
+ * embedding table, used / total of an expert matrix, all of the rest. */
+static double
+step_share(const struct model_hparams *hp, const struct gguf_tensor *t)
+{
+	if (gguf_str_eq(t->name, "token_embd.weight"))
+		return 1.0 / hp->n_vocab;
+	if (hp->n_experts > 0 && memmem(t->name.ptr, t->name.len, "_exps",
+	    5) != NULL)
+		return (double)hp->n_experts_used / hp->n_experts;
+	return 1.0;
+}
+
 /* The most tokens per second 8 batched sequences could decode if the
  * step were nothing but its matrix products at their in-cache speed
- * (experts scaled by used / total; the embedding is a row lookup).  A
- * matrix of a type without packed kernels (a MoE router in F32) is left
- * out: leaving work out keeps it an upper bound. */
+ * (the embedding is a row lookup, not a product).  A matrix of a type
+ * without packed kernels (a MoE router in F32) is left out: leaving work
+ * out keeps it an upper bound. */
 static double
 batch_ceiling(const struct model *m)
 {
@@ -438,16 +436,14 @@ batch_ceiling(const struct model *m)
 
 	for (i = 0; i < n; i++) {
 		const struct gguf_tensor *tn = gguf_tensor_at(g, i);
-		double macs = (double)tn->ne[0] * tn->ne[1] * tn->ne[2], rate;
+		double rate;
 
 		if (tn->n_dims < 2 || gguf_str_eq(tn->name,
 		    "token_embd.weight"))
 			continue;
-		if (hp->n_experts > 0 && memmem(tn->name.ptr, tn->name.len,
-		    "_exps", 5) != NULL)
-			macs = macs * hp->n_experts_used / hp->n_experts;
 		if ((rate = bench_mm_rate(tn->type)) > 0.0)
-			t += macs / rate;
+			t += (double)tn->ne[0] * tn->ne[1] * tn->ne[2] *
+			    step_share(hp, tn) / rate;
 	}
 	return t > 0.0 ? 1.0 / t : 0.0;
 }
@@ -494,26 +490,18 @@ ensure_model(const struct bench_row *r, const char *dir, char *path,
 	return 0;
 }
 
-/* Bytes of weights one decode step reads: everything but the embedding
- * table (one row of it), experts scaled by used / total. */
+/* Bytes of weights one decode step reads (step_share() of each). */
 static double
 decode_bytes(const struct model *m)
 {
 	const struct gguf_file *g = model_gguf(m);
-	const struct model_hparams *hp = model_hparams(m);
 	uint64_t i, n = gguf_n_tensors(g);
 	double b = 0.0;
 
 	for (i = 0; i < n; i++) {
 		const struct gguf_tensor *t = gguf_tensor_at(g, i);
-		double s = (double)t->size;
 
-		if (gguf_str_eq(t->name, "token_embd.weight"))
-			s /= hp->n_vocab;
-		else if (hp->n_experts > 0 && memmem(t->name.ptr, t->name.len,
-		    "_exps", 5) != NULL)
-			s = s * hp->n_experts_used / hp->n_experts;
-		b += s;
+		b += (double)t->size * step_share(model_hparams(m), t);
 	}
 	return b;
 }
