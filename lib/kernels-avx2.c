@@ -943,7 +943,7 @@ quant_avx2_b32_dot(struct quant_avx2_b32 p, const struct quant_q8x *x,
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc,
-    const int q4)
+    int stream, const int q4)
 {
 	const size_t bs = q4 ? sizeof(struct block_q4_0) :
 	    sizeof(struct block_q8_0);
@@ -957,10 +957,12 @@ quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
 	for (int64_t i = 0; i < n / QK8_0; i++) {
 		struct quant_avx2_b32 p[QUANT_MMQ_NR];
 
-		if (nc == 1) {
+		if (stream) {
 			QUANT_UNROLL
 			for (int r = 0; r < nr; r++)
 				quant_avx2_prefetch(w + r * rs + i * bs, bs);
+		}
+		if (nc == 1) {
 			QUANT_UNROLL
 			for (int r = 0; r < nr; r++)
 				acc[r][0] = quant_avx2_b32_dot(
@@ -983,16 +985,16 @@ quant_avx2_mmq_b32_t(const char *w, size_t rs, const struct quant_q8x *x,
 
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q8_0_t(const char *w, size_t rs, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc, int stream)
 {
-	quant_avx2_mmq_b32_t(w, rs, x, y, ldy, n, nr, nc, 0);
+	quant_avx2_mmq_b32_t(w, rs, x, y, ldy, n, nr, nc, stream, 0);
 }
 
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q4_0_t(const char *w, size_t rs, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc, int stream)
 {
-	quant_avx2_mmq_b32_t(w, rs, x, y, ldy, n, nr, nc, 1);
+	quant_avx2_mmq_b32_t(w, rs, x, y, ldy, n, nr, nc, stream, 1);
 }
 
 /*
@@ -1072,7 +1074,7 @@ quant_avx2_k45_one(const char *row, int64_t i, const struct quant_q8x *x,
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
     float *y, int64_t ldy, int64_t n, const int nr, const int nc,
-    const int five)
+    int stream, const int five)
 {
 	const size_t bsize = five ? sizeof(struct block_q5_K) :
 	    sizeof(struct block_q4_K);
@@ -1088,14 +1090,17 @@ quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < n / QK_K; i++) {
-		if (nc == 1) {
+		if (stream) {
 			QUANT_UNROLL
-			for (int r = 0; r < nr; r++) {
+			for (int r = 0; r < nr; r++)
 				quant_avx2_prefetch(w + r * rs + i * bsize,
 				    bsize);
+		}
+		if (nc == 1) {
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
 				acc[r][0] = quant_avx2_k45_one(w + r * rs, i, x,
 				    acc[r][0], five);
-			}
 			continue;
 		}
 		QUANT_UNROLL
@@ -1176,16 +1181,16 @@ quant_avx2_mmq_k45_t(const char *w, size_t rs, const struct quant_q8x *x,
 
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q4_K_t(const char *w, size_t rs, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc, int stream)
 {
-	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, 0);
+	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, stream, 0);
 }
 
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q5_K_t(const char *w, size_t rs, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc, int stream)
 {
-	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, 1);
+	quant_avx2_mmq_k45_t(w, rs, x, y, ldy, n, nr, nc, stream, 1);
 }
 
 /* One row's block i times one input, accumulated: the single-input case
@@ -1230,7 +1235,7 @@ quant_avx2_q6_K_one(const char *row, int64_t i, const struct quant_q8x *x,
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nr, const int nc)
+    float *y, int64_t ldy, int64_t n, const int nr, const int nc, int stream)
 {
 	/* in each 128-bit lane, the 16-bit pair of lane 0 or of lane 1 */
 	const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0,
@@ -1245,15 +1250,18 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < n / QK_K; i++) {
-		if (nc == 1) {
+		if (stream) {
 			QUANT_UNROLL
-			for (int r = 0; r < nr; r++) {
+			for (int r = 0; r < nr; r++)
 				quant_avx2_prefetch(w + r * rs + i *
 				    sizeof(struct block_q6_K),
 				    sizeof(struct block_q6_K));
+		}
+		if (nc == 1) {
+			QUANT_UNROLL
+			for (int r = 0; r < nr; r++)
 				acc[r][0] = quant_avx2_q6_K_one(w + r * rs, i, x,
 				    acc[r][0], pick);
-			}
 			continue;
 		}
 		QUANT_UNROLL
@@ -1312,28 +1320,29 @@ quant_avx2_mmq_q6_K_t(const char *w, size_t rs, const struct quant_q8x *x,
  * the most that stay in registers with the operands).  Every shape up
  * to 4 x 1 and 2 x 4 is instantiated, for the edges and the tests.
  */
-#define QUANT_MMQ_SHAPES(K, w, rs, nr, x, nc, y, ldy, n) do {		\
+#define QUANT_MMQ_SHAPES(K, w, rs, nr, x, nc, y, ldy, n, st) do {	\
 	switch ((nr) * 8 + (nc)) {					\
-	case 1 * 8 + 1: K(w, rs, x, y, ldy, n, 1, 1); break;		\
-	case 2 * 8 + 1: K(w, rs, x, y, ldy, n, 2, 1); break;		\
-	case 3 * 8 + 1: K(w, rs, x, y, ldy, n, 3, 1); break;		\
-	case 4 * 8 + 1: K(w, rs, x, y, ldy, n, 4, 1); break;		\
-	case 1 * 8 + 2: K(w, rs, x, y, ldy, n, 1, 2); break;		\
-	case 1 * 8 + 3: K(w, rs, x, y, ldy, n, 1, 3); break;		\
-	case 1 * 8 + 4: K(w, rs, x, y, ldy, n, 1, 4); break;		\
-	case 2 * 8 + 2: K(w, rs, x, y, ldy, n, 2, 2); break;		\
-	case 2 * 8 + 3: K(w, rs, x, y, ldy, n, 2, 3); break;		\
-	case 2 * 8 + 4: K(w, rs, x, y, ldy, n, 2, 4); break;		\
+	case 1 * 8 + 1: K(w, rs, x, y, ldy, n, 1, 1, st); break;	\
+	case 2 * 8 + 1: K(w, rs, x, y, ldy, n, 2, 1, st); break;	\
+	case 3 * 8 + 1: K(w, rs, x, y, ldy, n, 3, 1, st); break;	\
+	case 4 * 8 + 1: K(w, rs, x, y, ldy, n, 4, 1, st); break;	\
+	case 1 * 8 + 2: K(w, rs, x, y, ldy, n, 1, 2, st); break;	\
+	case 1 * 8 + 3: K(w, rs, x, y, ldy, n, 1, 3, st); break;	\
+	case 1 * 8 + 4: K(w, rs, x, y, ldy, n, 1, 4, st); break;	\
+	case 2 * 8 + 2: K(w, rs, x, y, ldy, n, 2, 2, st); break;	\
+	case 2 * 8 + 3: K(w, rs, x, y, ldy, n, 2, 3, st); break;	\
+	case 2 * 8 + 4: K(w, rs, x, y, ldy, n, 2, 4, st); break;	\
 	}								\
 } while (0)
 
 #define QUANT_MMQ_ENTRY(type)						\
 QUANT_AVX2 static void							\
 quant_avx2_mmq_##type(const void *w, size_t rs, int nr,		\
-    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n) \
+    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n, \
+    int stream)								\
 {									\
 	QUANT_MMQ_SHAPES(quant_avx2_mmq_##type##_t, (const char *)w, rs, \
-	    nr, x, nc, y, ldy, n);					\
+	    nr, x, nc, y, ldy, n, stream);				\
 }
 
 QUANT_MMQ_ENTRY(q8_0)

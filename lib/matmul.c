@@ -180,7 +180,7 @@ quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
 		for (int64_t r = r0; r < r1; r += k->mmq_rows)
 			k->mmq[t](w + r * rs, rs, (int)(r1 - r < k->mmq_rows ?
 			    r1 - r : k->mmq_rows), qx, 1, y + c0 * ldy + r, ldy,
-			    a->cols);
+			    a->cols, 1);
 		return;
 	}
 	for (int64_t cb = c0; cb < c1; cb += QUANT_MM_CBLOCK) {
@@ -202,7 +202,7 @@ quant_mm_tiles(const struct quant_kernels *k, enum ggml_type t, const char *w,
 				else
 					k->mmq[t](w + r * rs, rs, nr, qx + (c -
 					    cb), nc, y + c * ldy + r, ldy,
-					    a->cols);
+					    a->cols, c == cb);
 			}
 		}
 	}

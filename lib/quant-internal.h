@@ -225,22 +225,22 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		y[t * ldy + i] = w_i . x_t for i < nw (nw <= 4 rows of k
  *		floats, row stride ldw) and t < nx (inputs of k floats,
  *		stride ldx): the inner kernel of the batched-decode product.
- *	mmq[t](w, rs, nr, x, nc, y, ldy, n)
+ *	mmq[t](w, rs, nr, x, nc, y, ldy, n, stream)
  *		with int8 activations (struct quant_q8x), for Q8_0, Q4_0 and
  *		the K-quants (NULL for the other types): the tile
  *		y[c * ldy + r] = row r . x[c] for r < nr, c < nc, row r of n
  *		elements at (char *)w + r * rs.  The shapes a table takes are
  *		nr <= mmq_rows with nc == 1, and nr <= mmq_tile_rows with
  *		nc <= mmq_tile_cols; each output's arithmetic must not
- *		depend on the shape (DESIGN 6).
+ *		depend on the shape (DESIGN 6).  stream says the tile is the
+ *		first to read its rows for its block of inputs, likely from
+ *		memory: it prefetches ahead of what it reads; the tiles after
+ *		it find the rows in the caches and do not.
  *	mmqp[t](g, nr, x, nc, y, ldy, n, stream)
  *		packed Q8_0, Q4_0 (DESIGN 8), Q4_K and Q6_K (DESIGN 9):
  *		y[c * ldy + r] = row r of the group of 8 at g times x[c], for
  *		r < nr and c < nc <= mmqp_cols; bit-identical on every
- *		table.  stream says the tile is the first to read the group
- *		for its block of inputs, likely from memory: it prefetches
- *		ahead of what it reads; the tiles after it find the group in
- *		the caches and do not.
+ *		table; stream as for mmq.
  *	q8x_quantize		 quant_q8x_quantize(), bit-identical
  *	att_scores, att_pv, softmax
  *		the attention kernels behind vec_att_scores(),
@@ -257,7 +257,7 @@ struct quant_kernels {
 			    int64_t);
 	void		(*mmq[GGML_TYPE_COUNT])(const void *, size_t, int,
 			    const struct quant_q8x *, int, float *, int64_t,
-			    int64_t);
+			    int64_t, int);
 	int		 mmq_rows, mmq_tile_rows, mmq_tile_cols;
 	void		(*mmqp[GGML_TYPE_COUNT])(const void *, int,
 			    const struct quant_q8x *, int, float *, int64_t,

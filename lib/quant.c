@@ -700,8 +700,10 @@ quant_mmq_ref(enum ggml_type t, const void *w, size_t rs, int nr,
 #define QUANT_MMQ_REF(type, T)						\
 static void								\
 quant_mmq_##type##_ref(const void *w, size_t rs, int nr,		\
-    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n) \
+    const struct quant_q8x *x, int nc, float *y, int64_t ldy, int64_t n, \
+    int stream)								\
 {									\
+	(void)stream;							\
 	quant_mmq_ref(T, w, rs, nr, x, nc, y, ldy, n);			\
 }
 

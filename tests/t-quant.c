@@ -888,9 +888,10 @@ test_mmq_invariance(enum quant_isa isa)
 			    a.s + c * (cols / 32) };
 			for (int64_t r = 0; r < rows; r++)
 				k->mmq[t](w + r * rs, rs, 1, qx, 1,
-				    y1 + c * rows + r, rows, cols);
+				    y1 + c * rows + r, rows, cols, 1);
 		}
-		/* every shape the table takes, at every row offset */
+		/* every shape the table takes, at every row offset, with
+		 * and without the prefetch of a streaming tile */
 		for (int nc = 1; nc <= k->mmq_tile_cols; nc++) {
 			int maxr = nc == 1 ? k->mmq_rows : k->mmq_tile_rows;
 
@@ -908,7 +909,8 @@ test_mmq_invariance(enum quant_isa isa)
 						float out[16];
 
 						k->mmq[t](w + r0 * rs, rs, nr,
-						    qx, nc, out, nr, cols);
+						    qx, nc, out, nr, cols,
+						    (int)((r0 + c0) & 1));
 						for (int c = 0; c < nc; c++)
 							for (int r = 0; r < nr;
 							    r++)
@@ -1318,7 +1320,7 @@ test_dotq(enum quant_isa isa)
 				bound += fabs((double)w[j] * d[j / bs]) * 0.57;
 			}
 			ref = quant_dotq_ref(t, row, &qx, n);
-			k->mmq[t](row, 0, 1, &qx, 1, &got, 1, n);
+			k->mmq[t](row, 0, 1, &qx, 1, &got, 1, n, 1);
 			if (fabs(got - ref) > 4e-6 * mag + 1e-30) {
 				tap_diag("%s %s n=%lld: mmq %g, reference %g", in,
 				    quant_traits(t)->name, (long long)n, got, ref);
