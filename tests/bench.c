@@ -516,29 +516,54 @@ tokens(int32_t *t, int n, uint32_t V, unsigned seed)
 	t[0] = 1;
 }
 
+/*
+ * Decode n configurations in turn, one step of each before the next step
+ * of any: configuration k runs nseq[k] (at most 64) sequences on the
+ * caches kv[k][0 .. nseq[k] - 1].  This VM's
+ * speed drifts by 10-30% between minutes, so configurations measured one
+ * after the other compared minutes; stepped in turn, the drift falls on
+ * all of them alike.  rate[k] gets k's aggregate tokens per second over
+ * `steps` steps.
+ */
+static void
+decode_in_turn(struct fwd *f, struct kvcache **kv[], const int *nseq, int n,
+    int steps, uint32_t V, double *rate)
+{
+	int32_t tok[64];
+	double t[8] = { 0 }, t0;
+	int s, k, i, most = 1, ok;
+	float *lg;
+
+	for (k = 0; k < n; k++)
+		most = nseq[k] > most ? nseq[k] : most;
+	lg = malloc((size_t)most * V * sizeof *lg);
+	ok = lg != NULL && n <= 8 && most <= 64;
+
+	for (s = 0; ok && s < steps; s++)
+		for (k = 0; ok && k < n; k++) {
+			struct fwd_batch b = { nseq[k], tok, kv[k], NULL };
+
+			for (i = 0; i < nseq[k]; i++)
+				tok[i] = (int32_t)(3 + (s * 7 + i * 13) % 1000);
+			t0 = now();
+			ok = fwd_run(f, &b, lg) == nseq[k];
+			t[k] += now() - t0;
+		}
+	for (k = 0; k < n; k++)
+		rate[k] = ok ? (double)steps * nseq[k] / t[k] : 0.0;
+	free(lg);
+}
+
 /* Decode `steps` tokens on each of `nseq` sequences batched together;
  * returns aggregate tokens per second. */
 static double
 decode_rate(struct fwd *f, struct kvcache **kv, int nseq, int steps,
     uint32_t V)
 {
-	int32_t tok[64];
-	float *lg = malloc((size_t)nseq * V * sizeof *lg);
-	struct fwd_batch b = { nseq, tok, kv, NULL };
-	double t0;
-	int s, i;
+	double r;
 
-	t0 = now();
-	for (s = 0; s < steps; s++) {
-		for (i = 0; i < nseq; i++)
-			tok[i] = (int32_t)(3 + (s * 7 + i * 13) % 1000);
-		if (fwd_run(f, &b, lg) != nseq) {
-			free(lg);
-			return 0.0;
-		}
-	}
-	free(lg);
-	return (double)steps * nseq / (now() - t0);
+	decode_in_turn(f, &kv, &nseq, 1, steps, V, &r);
+	return r;
 }
 
 struct snap_file {
@@ -628,18 +653,29 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 		pf[k] = 512 / (now() - t0);
 		dp[k] = decode_rate(f, kv, 1, quick ? 32 : 128, V);
 	}
-	for (k = 0; k < 4; k++) {
-		for (i = 0; i < nseq[k]; i++) {
-			kvcache_reset(kv[i], 0);
-			fwd_prefill(f, kv[i], prompt + i, 64, 512, 0, NULL);
+	/* 1, 2, 4 and 8 sequences on the same caches, stepped in turn,
+	 * reps times, medians */
+	for (i = 0; i < 8; i++) {
+		kvcache_reset(kv[i], 0);
+		fwd_prefill(f, kv[i], prompt + i, 64, 512, 0, NULL);
+	}
+	{
+		struct kvcache **ka[4] = { kv, kv, kv, kv };
+		double ar[4][5], rt[4];
+
+		for (i = 0; i < reps; i++) {
+			decode_in_turn(f, ka, nseq, 4, quick ? 16 : 32, V, rt);
+			for (k = 0; k < 4; k++)
+				ar[k][i] = rt[k];
 		}
-		agg[k] = decode_rate(f, kv, nseq[k], quick ? 16 : 48, V);
+		for (k = 0; k < 4; k++)
+			agg[k] = median(ar[k], reps);
 	}
 	/* depth: fill the last min(d, W) positions of one cache per depth,
-	 * then decode from the three in turn, reps times, and take medians
-	 * (this VM's bandwidth moves between minutes, so one run per depth
-	 * compared minutes, not depths; only on the rows marked deep:
-	 * filling 4096 positions twice takes minutes) */
+	 * then decode the three a step at a time in turn (decode_in_turn()),
+	 * reps times, and take medians (this VM's bandwidth moves between
+	 * minutes, so one run per depth compared minutes, not depths; only on
+	 * the rows marked deep: filling 4096 positions twice takes minutes) */
 	for (k = 0; k < 3; k++) {
 		depth[k] = 0.0;
 		if (!r->deep)
@@ -652,9 +688,15 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 		if (fill == 4096)
 			t_reprefill = now() - t0;
 	}
-	for (i = 0; r->deep && i < reps; i++)
+	for (i = 0; r->deep && i < reps; i++) {
+		struct kvcache **ka[3] = { &kv[0], &kv[1], &kv[2] };
+		int one[3] = { 1, 1, 1 };
+		double rt[3];
+
+		decode_in_turn(f, ka, one, 3, quick ? 16 : 48, V, rt);
 		for (k = 0; k < 3; k++)
-			dd[k][i] = decode_rate(f, &kv[k], 1, quick ? 16 : 48, V);
+			dd[k][i] = rt[k];
+	}
 	for (k = 0; r->deep && k < 3; k++)
 		depth[k] = median(dd[k], reps);
 	/* the same full window in a q8_0 cache: its decode speed (its
