@@ -20,8 +20,11 @@
  *    inputs; one input takes tiles of mmq_rows rows, more take
  *    mmq_tile_rows x mmq_tile_cols tiles over blocks of QUANT_MM_CBLOCK
  *    inputs, so a block of inputs and the item's rows stay in L2 while
- *    every row is read once per block.  An output's arithmetic does not
- *    depend on its tile, so this path is batch-invariant.
+ *    every row is read once per block; the first tile over some rows in
+ *    a block reads them from memory, so it is told to stream (prefetch
+ *    ahead, quant-internal.h), and the tiles after it are not.  An
+ *    output's arithmetic does not depend on its tile, so this path is
+ *    batch-invariant.
  *    Measured on a Zen 3 core (AVX2 kernels, OpenBLAS 0.3.21, one
  *    thread): gemm_small beats sgemm up to n = 16-24 and loses from
  *    n = 32 on; sgemm on 1 MiB tiles ran about 1.5x faster than on
