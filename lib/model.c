@@ -12,31 +12,29 @@
  *
  * DESIGN
  *
- * 1. Weight memory.  Everything the forward pass reads of the weights
- *    (the matrices and the embedding rows) is copied at load out of the
- *    file mapping into one anonymous region that asks for 2 MiB pages,
- *    Q8_0, Q4_0, Q4_K and Q6_K matrices packed for 8-row kernels on the
- *    way (quant.h) when int8 activations are on.  Decode streams every weight once per
- *    token: with 4 KiB file pages the walk costs a TLB miss every few
- *    rows, and a Mixtral expert first chosen late faults its pages in one
- *    by one in the middle of a reply.  Measured on the bench machine (Zen
- *    3, 2 threads): TinyLlama Q8_0 decode 15.7 -> 17.6 tok/s from the copy
- *    alone, 23-24 packed.  The copy runs on all CPUs (0.5 s for 1.1 GB
- *    from the page cache, 1.5 s for Mistral 7B Q4_0); the copied ranges of
- *    the mapping are then dropped from the process (MADV_DONTNEED: a
- *    private file mapping faults back from the page cache), so memory is
- *    counted once, and the region is made read-only.  A running model then
- *    no longer depends on the file: truncating or rewriting it cannot
- *    reach the forward pass (model_weights_mapped()).  Only the reference
- *    path and a packed matrix's float fallback still read the mapping.
- *    MISTRAL_REPACK=0 keeps every weight in the mapping instead (no copy
- *    at start, pages shared with other processes mapping the file).  So
+ * 1. Weight memory.  Everything the forward pass reads of the weights (the
+ *    matrices and the embedding rows) is copied at load out of the file mapping
+ *    into one anonymous region that asks for 2 MiB pages, Q8_0, Q4_0, Q4_K and
+ *    Q6_K matrices packed for 8-row kernels on the way (quant.h) when int8
+ *    activations are on.  Decode streams every weight once per token: with
+ *    4 KiB file pages the walk costs a TLB miss every few rows, and a Mixtral
+ *    expert first chosen late faults its pages in one by one in the middle of a
+ *    reply.  Measured on the bench machine (Zen 3, 2 threads): TinyLlama Q8_0
+ *    decode 15.7 -> 17.6 tok/s from the copy alone, 23-24 packed.  The copy
+ *    runs on all CPUs (0.5 s for 1.1 GB from the page cache, 1.5 s for Mistral
+ *    7B Q4_0); the copied ranges of the mapping are then dropped from the
+ *    process (MADV_DONTNEED: a private file mapping faults back from the page
+ *    cache), so memory is counted once, and the region is made read-only.  A
+ *    running model then no longer depends on the file: truncating or rewriting
+ *    it cannot reach the forward pass (model_weights_mapped()).  Only the
+ *    reference path and a packed matrix's float fallback still read the
+ *    mapping.  MISTRAL_REPACK=0 keeps every weight in the mapping instead (no
+ *    copy at start, pages shared with other processes mapping the file).  So
  *    does a copy that would not fit: bigger than seven eighths of what
  *    /proc/meminfo calls available, or refused by mmap (an address-space
- *    limit).  Anonymous memory cannot be paged back to the file, so a
- *    model that only fits as page cache (Mixtral on a 16 GB machine) must
- *    stay mapped rather than be killed for want of memory; the summary
- *    says which happened.
+ *    limit).  Anonymous memory cannot be paged back to the file, so a model
+ *    that only fits as page cache (Mixtral on a 16 GB machine) must stay mapped
+ *    rather than be killed for want of memory; the summary says which happened.
  */
 #include <ctype.h>
 #include <errno.h>

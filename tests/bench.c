@@ -19,8 +19,8 @@
  * caches, so it is an upper bound on the same work streaming from memory;
  * the row's "ceilings" line turns them into the most that 8 sequences and
  * that depth 16384 could reach on this machine with these kernels, and
- * the depth bound once more at the machine's fused multiply-add peak,
- * which no kernel can pass.
+ * the depth bound once more at the machine's 8-lane fused multiply-add
+ * peak (the width of the attention kernels), which they cannot pass.
  *
  * The main decode figure, the one compared with llama.cpp and with the
  * bandwidth ceiling, starts from an empty cache as llama-bench's tg128
@@ -123,12 +123,35 @@ loadavg(char *buf, size_t cap)
 	buf[strcspn(buf, "\n")] = '\0';
 }
 
+/* ---- ceilings: what the machine can do ------------------------------ */
+
+static struct pool *cpool;	/* the ceilings' own threads */
+static double *sink;		/* per thread: results nothing reads */
+
+/* Best of 5 timings of a job of `items` items, after one to warm the
+ * caches and pages; returns seconds.  The best, not the median: a ceiling
+ * is what the machine can do, and this VM's speed drifts between runs. */
+static double
+ceil_time(pool_fn *fn, void *arg, long items)
+{
+	double best = 0.0, t0, t;
+	int r;
+
+	pool_run(cpool, fn, arg, items);
+	for (r = 0; r < 5; r++) {
+		t0 = now();
+		pool_run(cpool, fn, arg, items);
+		t = now() - t0;
+		if (r == 0 || t < best)
+			best = t;
+	}
+	return best;
+}
+
 /* ---- bandwidth ------------------------------------------------------- */
 
 struct bw_job {
 	const float	*buf;
-	size_t		 n;
-	double		 sums[64];
 };
 
 typedef float bench_v4 __attribute__((vector_size(16)));
@@ -151,73 +174,39 @@ bw_cb(void *arg, long item, int ith)
 			a[k] += v[i + k];
 	for (k = 1; k < 8; k++)
 		a[0] += a[k];
-	j->sums[ith] += a[0][0] + a[0][1] + a[0][2] + a[0][3];
+	sink[ith] += a[0][0] + a[0][1] + a[0][2] + a[0][3];
 }
 
 /* Read bandwidth in GB/s over a buffer far larger than the caches, in
  * 2 MiB pages as the library keeps its weights (lib/model.c, DESIGN 1):
  * with 4 KiB pages the TLB misses cost 10-15%, and decode beat the
- * "ceiling".  The best of the runs, not the median: a ceiling is what the
- * machine can do, and this VM's bandwidth swings 21-33 GB/s between
- * runs. */
+ * "ceiling".  This VM's bandwidth swings 21-33 GB/s between runs. */
 static double
-bench_bandwidth(struct pool *p)
+bench_bandwidth(void)
 {
 	size_t n = (size_t)1 << 28;	/* 1 GiB of floats */
 	size_t len = n * sizeof(float);
 	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE |
 	    MAP_ANONYMOUS, -1, 0);
 	float *buf = map == MAP_FAILED ? NULL : map;
-	struct bw_job j = { buf, n, { 0 } };
-	double t[5], t0;
-	int r;
+	struct bw_job j = { buf };
+	double t;
 
 	if (buf == NULL)
 		return 0.0;
 	madvise(buf, len, MADV_HUGEPAGE);
 	for (size_t i = 0; i < n; i++)
 		buf[i] = (float)(i & 7);
-	for (r = 0; r < 5; r++) {
-		t0 = now();
-		pool_run(p, bw_cb, &j, (long)(n / BW_ITEM));
-		t[r] = now() - t0;
-	}
+	t = ceil_time(bw_cb, &j, (long)(n / BW_ITEM));
 	munmap(buf, len);
-	for (r = 1; r < 5; r++)
-		if (t[r] < t[0])
-			t[0] = t[r];
-	return (double)n * sizeof(float) / t[0] / 1e9;
+	return (double)n * sizeof(float) / t / 1e9;
 }
 
 /* ---- compute ceilings ------------------------------------------------ */
 
-static struct pool *cpool;	/* the ceilings' own threads */
-
 #define CEIL_ITEMS	4	/* items per thread in each timed job */
 
-/* Best of 5 timings of a job of `items` items; returns seconds. */
-static double
-ceil_time(pool_fn *fn, void *arg, long items)
-{
-	double best = 0.0, t0, t;
-	int r;
-
-	pool_run(cpool, fn, arg, items);	/* warm: caches, pages */
-	for (r = 0; r < 5; r++) {
-		t0 = now();
-		pool_run(cpool, fn, arg, items);
-		t = now() - t0;
-		if (r == 0 || t < best)
-			best = t;
-	}
-	return best;
-}
-
 #define FMA_ITERS	(1L << 21)
-
-struct fma_job {
-	float	sink[64];
-};
 
 /* 12 independent chains of 8-lane fused multiply-adds: 2 per cycle on a
  * core with two FMA pipes, the most any float kernel can do. */
@@ -244,22 +233,20 @@ fma_loop(long n)
 static void
 fma_cb(void *arg, long item, int ith)
 {
-	struct fma_job *j = arg;
-
+	(void)arg;
 	(void)item;
-	j->sink[ith] += fma_loop(FMA_ITERS);
+	sink[ith] += fma_loop(FMA_ITERS);
 }
 
 /* Multiply-adds per second of 8-lane FMA on every thread (0 without FMA). */
 static double
 bench_fma_peak(void)
 {
-	struct fma_job j = { { 0 } };
 	long items = (long)pool_size(cpool) * CEIL_ITEMS;
 
 	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
 		return 0.0;
-	return (double)items * FMA_ITERS * 12 * 8 / ceil_time(fma_cb, &j,
+	return (double)items * FMA_ITERS * 12 * 8 / ceil_time(fma_cb, NULL,
 	    items);
 }
 
@@ -842,7 +829,6 @@ main(void)
 {
 	const char *dir = getenv("BENCH_DIR"), *jpath = getenv("BENCH_JSON");
 	char la0[128], la1[128];
-	struct pool *p;
 	double bw, fma;
 	FILE *js;
 	size_t i;
@@ -869,13 +855,12 @@ main(void)
 	}
 	quant_init();
 	loadavg(la0, sizeof la0);
-	pool_create(threads, &p);
-	bw = bench_bandwidth(p);
-	pool_free(p);
-	if (pool_create(threads, &cpool) != 0) {
+	if (pool_create(threads, &cpool) != 0 || (sink = calloc((size_t)
+	    pool_size(cpool), sizeof *sink)) == NULL) {
 		fprintf(stderr, "bench: no threads\n");
 		return 1;
 	}
+	bw = bench_bandwidth();
 	fma = bench_fma_peak();
 	printf("mistrald bench: %d threads, kernels %s, read bandwidth %.1f "
 	    "GB/s, FMA peak %.1f GMAC/s, load average %s\n", threads,
@@ -904,6 +889,7 @@ main(void)
 	fprintf(js, "\n], \"load_after\": \"%s\"}\n", la1);
 	fclose(js);
 	pool_free(cpool);
+	free(sink);
 	printf("load average after: %s; JSON in %s\n", la1, jpath);
 	return 0;
 }
