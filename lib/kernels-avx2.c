@@ -1495,8 +1495,8 @@ QUANT_MMQP_ENTRY(q8_0, 0)
 QUANT_MMQP_ENTRY(q4_0, 1)
 
 /*
- * Packed Q4_K (quant-internal.h, DESIGN 9), 8 rows by nc inputs, lane r
- * of every vector for row r.  Three 32-byte loads hold the 12 scale bytes
+ * Packed Q4_K and Q5_K (five; quant-internal.h, DESIGN 9), 8 rows by nc
+ * inputs, lane r of every vector for row r.  Three 32-byte loads hold the 12 scale bytes
  * of every row, 4 at a time, and the shifts of quant_scale_min_k4() on
  * them unpack all 8 rows' scales and mins at once, sub-block j's in bytes
  * 8j + r of (j < 4 ? sl : sh) and of (j < 4 ? ml : mh).  A vpshufb then
@@ -1508,15 +1508,22 @@ QUANT_MMQP_ENTRY(q4_0, 1)
  * either), then vpmaddwd by the scales widens to 32 bits.  The mins'
  * sum, m_j times x's sums per 32 (at most 4064), is vpmaddwd of the min
  * pairs by the sum pairs.  Both sums are exact, so each lane computes
- * quant_mmqp_q4_K_row()'s integers and then the same two fused
- * multiply-adds.
+ * quant_mmqp_k45_row()'s integers and then the same two fused
+ * multiply-adds.  Q5_K's quants take their fifth bit from the qh bytes of
+ * the same 4 places (bit j for sub-block j, shifted to bit 4), so they
+ * reach 31: pairs of at most 7874, of which 4 add up in 16 bits (31496)
+ * before vpmaddwd takes them, twice per sub-block.
  */
 QUANT_MMQ_KERNEL void
-quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
-    float *y, int64_t ldy, int64_t n, const int nc, int stream)
+quant_avx2_mmqp_k45_t(const char *g, int nr, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nc, int stream,
+    const int five)
 {
+	const size_t gbs = five ? sizeof(struct block_q5_Kx8) :
+	    sizeof(struct block_q4_Kx8);
 	const __m256i m4 = _mm256_set1_epi8(0xf), m6 = _mm256_set1_epi8(63);
 	const __m256i m30 = _mm256_set1_epi8(0x30);
+	const __m256i b4 = _mm256_set1_epi8(0x10);
 	/* lane r: byte r (dup[0]) or 8 + r (dup[1]) of its 128-bit half in
 	 * both 16-bit halves; pair: byte r, then byte 8 + r */
 	const __m256i dup[2] = {
@@ -1530,14 +1537,18 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 	const __m256i pair = _mm256_setr_epi8(0, -1, 8, -1, 1, -1, 9, -1, 2,
 	    -1, 10, -1, 3, -1, 11, -1, 4, -1, 12, -1, 5, -1, 13, -1, 6, -1, 14,
 	    -1, 7, -1, 15, -1);
-	const struct block_q4_Kx8 *b = (const void *)g;
 	__m256 acc[QUANT_MMQP_NC];
 	__m256i isum[QUANT_MMQP_NC], p[QUANT_MMQP_NC];
 
 	QUANT_UNROLL
 	for (int c = 0; c < nc; c++)
 		acc[c] = _mm256_setzero_ps();
-	for (int64_t i = 0; i < n / QK_K; i++, b++) {
+	for (int64_t i = 0; i < n / QK_K; i++, g += gbs) {
+		const struct block_q4_Kx8 *b = (const void *)g;
+		const uint8_t *qsb = five ? ((const struct block_q5_Kx8 *)
+		    (const void *)g)->qs : b->qs;
+		const uint8_t *qh = ((const struct block_q5_Kx8 *)
+		    (const void *)g)->qh;
 		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
 		    b->d));
 		__m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
@@ -1557,7 +1568,7 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 		__m256i mp[4];
 
 		if (stream)
-			quant_avx2_prefetch(b, sizeof *b);
+			quant_avx2_prefetch(g, gbs);
 		mp[0] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(ml, ml,
 		    0x00), pair);
 		mp[1] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(ml, ml,
@@ -1592,7 +1603,7 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 		}
 		QUANT_UNROLL
 		for (int j = 0; j < 8; j++) {
-			const uint8_t *qs = b->qs + 32 * 8 * (j / 2);
+			const uint8_t *qs = qsb + 32 * 8 * (j / 2);
 			__m256i h = j < 4 ? sl : sh;
 			/* the immediate must be a literal for clang */
 			__m256i s = j % 4 < 2 ?
@@ -1607,20 +1618,40 @@ quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
 
 				v = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(v,
 				    4), m4) : _mm256_and_si256(v, m4);
+				if (five) {
+					__m256i hv = _mm256_loadu_si256(
+					    (const __m256i *)(qh + 32 * k));
+
+					/* bit j of each byte to bit 4 (the
+					 * immediates literal for clang) */
+					hv = j == 0 ? _mm256_slli_epi16(hv, 4) :
+					    j == 1 ? _mm256_slli_epi16(hv, 3) :
+					    j == 2 ? _mm256_slli_epi16(hv, 2) :
+					    j == 3 ? _mm256_slli_epi16(hv, 1) :
+					    j == 4 ? hv :
+					    j == 5 ? _mm256_srli_epi16(hv, 1) :
+					    j == 6 ? _mm256_srli_epi16(hv, 2) :
+					    _mm256_srli_epi16(hv, 3);
+					v = _mm256_or_si256(v,
+					    _mm256_and_si256(hv, b4));
+				}
 				QUANT_UNROLL
 				for (int c = 0; c < nc; c++) {
 					__m256i t = _mm256_maddubs_epi16(v,
 					    quant_avx2_bcast4(x[c].q + QK_K * i +
 					    32 * j + 4 * k));
 
-					p[c] = k ? _mm256_add_epi16(p[c], t) : t;
+					p[c] = k % (five ? 4 : 8) ?
+					    _mm256_add_epi16(p[c], t) : t;
 					QUANT_KEEP(p[c]);
 				}
+				if (k % (five ? 4 : 8) != (five ? 3 : 7))
+					continue;
+				QUANT_UNROLL
+				for (int c = 0; c < nc; c++)
+					isum[c] = _mm256_add_epi32(isum[c],
+					    _mm256_madd_epi16(p[c], s));
 			}
-			QUANT_UNROLL
-			for (int c = 0; c < nc; c++)
-				isum[c] = _mm256_add_epi32(isum[c],
-				    _mm256_madd_epi16(p[c], s));
 		}
 		quant_avx2_mmqp_fma(acc, isum, dw, x, i, nc);
 	}
@@ -1761,7 +1792,22 @@ quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
 	}								\
 }
 
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_q4_K_t(const char *g, int nr, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nc, int stream)
+{
+	quant_avx2_mmqp_k45_t(g, nr, x, y, ldy, n, nc, stream, 0);
+}
+
+QUANT_MMQ_KERNEL void
+quant_avx2_mmqp_q5_K_t(const char *g, int nr, const struct quant_q8x *x,
+    float *y, int64_t ldy, int64_t n, const int nc, int stream)
+{
+	quant_avx2_mmqp_k45_t(g, nr, x, y, ldy, n, nc, stream, 1);
+}
+
 QUANT_MMQP_K_ENTRY(q4_K)
+QUANT_MMQP_K_ENTRY(q5_K)
 QUANT_MMQP_K_ENTRY(q6_K)
 
 /* ---- attention (quant-internal.h, DESIGN 7) ------------------------ */
@@ -2137,6 +2183,7 @@ quant_avx2_fill(struct quant_kernels *k)
 	k->mmqp[GGML_TYPE_Q8_0] = quant_avx2_mmqp_q8_0;
 	k->mmqp[GGML_TYPE_Q4_0] = quant_avx2_mmqp_q4_0;
 	k->mmqp[GGML_TYPE_Q4_K] = quant_avx2_mmqp_q4_K;
+	k->mmqp[GGML_TYPE_Q5_K] = quant_avx2_mmqp_q5_K;
 	k->mmqp[GGML_TYPE_Q6_K] = quant_avx2_mmqp_q6_K;
 	k->mmqp_cols = QUANT_MMQP_NC;
 	k->q8x_quantize = quant_avx2_q8x_quantize;

@@ -14,9 +14,9 @@
  *
  * 1. Weight memory.  Everything the forward pass reads of the weights (the
  *    matrices and the embedding rows) is copied at load out of the file mapping
- *    into one anonymous region that asks for 2 MiB pages, Q8_0, Q4_0, Q4_K and
- *    Q6_K matrices packed for 8-row kernels on the way (quant.h) when int8
- *    activations are on.  Decode streams every weight once per token: with
+ *    into one anonymous region that asks for 2 MiB pages, Q8_0, Q4_0, Q4_K,
+ *    Q5_K and Q6_K matrices packed for 8-row kernels on the way (quant.h) when
+ *    int8 activations are on.  Decode streams every weight once per token: with
  *    4 KiB file pages the walk costs a TLB miss every few rows, and a Mixtral
  *    expert first chosen late faults its pages in one by one in the middle of a
  *    reply.  Measured on the bench machine (Zen 3, 2 threads): TinyLlama Q8_0

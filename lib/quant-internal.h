@@ -52,15 +52,16 @@
  *    decode of these types fast (fewer instructions per byte: one Zen 3
  *    core, 4096 x 4096, Q4_0 10.4 -> 26.5 GB/s, Q8_0 13.5 -> 17.9) and
  *    batched products 1.4-1.9x faster than the per-row tiles.
- * 9. Packed Q4_K and Q6_K: the same idea per super-block of 256, one
- *    group of 8 rows per super-block column (struct block_q4_Kx8,
- *    block_q6_Kx8): the 8 rows' d (and dmin) side by side, their scales
- *    byte-interleaved (byte i of row r at 8i + r), and each array of
- *    quants (qs; ql and qh) interleaved 4 bytes at a time as in DESIGN 8,
- *    so a 32-byte load holds 4 bytes of the same place in every row.  A
- *    Q4_K group is exactly 8 rows' bytes (the 6-bit scales stay packed:
- *    one 32-byte load holds 4 scale bytes of every row, and a few shifts
- *    unpack the 8 rows' scales and mins at once).  A Q6_K group also
+ * 9. Packed Q4_K, Q5_K and Q6_K: the same idea per super-block of 256,
+ *    one group of 8 rows per super-block column (struct block_q4_Kx8,
+ *    block_q5_Kx8, block_q6_Kx8): the 8 rows' d (and dmin) side by side,
+ *    their scales byte-interleaved (byte i of row r at 8i + r), and each
+ *    array of quants (qs; qh and qs; ql and qh) interleaved 4 bytes at a
+ *    time as in DESIGN 8, so a 32-byte load holds 4 bytes of the same
+ *    place in every row.  A Q4_K or Q5_K group is exactly 8 rows' bytes
+ *    (the 6-bit scales stay packed: one 32-byte load holds 4 scale bytes
+ *    of every row, and a few shifts unpack the 8 rows' scales and mins at
+ *    once).  A Q6_K group also
  *    holds, per row, bias = 128 sum_j sc_j sum(q - 32 over sub-block j),
  *    so a group is 8 x 214 bytes for 8 x 210 (see quant_pack_size()):
  *    the kernel multiplies x + 128 (unsigned) by the signed q - 32 and
@@ -69,6 +70,7 @@
  *    row's d, dmin converted from half:
  *	Q4_K: msum = sum_j m_j s_j		(s: x's sums per 32)
  *	      isum = sum_j sc_j sum(q x over sub-block j of 32)
+ *	      (Q5_K likewise, q with its fifth bit from qh)
  *	      acc = fmaf(-(float)msum, dmin * dx, acc)
  *	      acc = fmaf((float)isum, d * dx, acc)
  *	Q6_K: isum = sum_j sc_j sum((q - 32) x over sub-block j of 16)
@@ -177,7 +179,7 @@ _Static_assert(sizeof(struct block_q4_0x8) == 8 * 18, "block_q4_0x8 size");
 /*
  * Packed K-quants (DESIGN 9), one per super-block column of a group of 8
  * rows: row r's d at d[r], its scale byte i at scales[8i + r], and byte
- * 4k + e of its qs (ql, qh) at qs[32k + 4r + e] (ql, qh likewise).  Q6_K's
+ * 4k + e of its qs at qs[32k + 4r + e] (qh, ql likewise).  Q6_K's
  * bias[r] is 128 times row r's sum over sub-blocks j of scales[j] times
  * the sum of its quants less 32.
  */
@@ -188,6 +190,15 @@ struct block_q4_Kx8 {
 	uint8_t		 qs[QUANT_PACK_ROWS * QK_K / 2];
 };
 _Static_assert(sizeof(struct block_q4_Kx8) == 8 * 144, "block_q4_Kx8 size");
+
+struct block_q5_Kx8 {
+	uint16_t	 d[QUANT_PACK_ROWS];
+	uint16_t	 dmin[QUANT_PACK_ROWS];
+	uint8_t		 scales[QUANT_PACK_ROWS * QUANT_K_SCALE_SIZE];
+	uint8_t		 qh[QUANT_PACK_ROWS * QK_K / 8];
+	uint8_t		 qs[QUANT_PACK_ROWS * QK_K / 2];
+};
+_Static_assert(sizeof(struct block_q5_Kx8) == 8 * 176, "block_q5_Kx8 size");
 
 struct block_q6_Kx8 {
 	uint16_t	 d[QUANT_PACK_ROWS];
@@ -237,7 +248,7 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		memory: it prefetches ahead of what it reads; the tiles after
  *		it find the rows in the caches and do not.
  *	mmqp[t](g, nr, x, nc, y, ldy, n, stream)
- *		packed Q8_0, Q4_0 (DESIGN 8), Q4_K and Q6_K (DESIGN 9):
+ *		packed Q8_0, Q4_0 (DESIGN 8), Q4_K, Q5_K and Q6_K (DESIGN 9):
  *		y[c * ldy + r] = row r of the group of 8 at g times x[c], for
  *		r < nr and c < nc <= mmqp_cols; bit-identical on every
  *		table; stream as for mmq.

@@ -720,7 +720,7 @@ quant_packable(enum ggml_type t, int64_t cols)
 {
 	if (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0)
 		return cols > 0 && cols % QK8_0 == 0;
-	if (t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K)
+	if (t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K || t == GGML_TYPE_Q6_K)
 		return cols > 0 && cols % QK_K == 0;
 	return 0;
 }
@@ -736,6 +736,8 @@ quant_pack_block(enum ggml_type t)
 		return sizeof(struct block_q4_0x8);
 	case GGML_TYPE_Q4_K:
 		return sizeof(struct block_q4_Kx8);
+	case GGML_TYPE_Q5_K:
+		return sizeof(struct block_q5_Kx8);
 	case GGML_TYPE_Q6_K:
 		return sizeof(struct block_q6_Kx8);
 	default:
@@ -785,6 +787,16 @@ quant_pack_row(enum ggml_type t, uint8_t *o, const uint8_t *blk, int r)
 		g->dmin[r] = b->dmin;
 		for (int i = 0; i < QUANT_K_SCALE_SIZE; i++)
 			g->scales[QUANT_PACK_ROWS * i + r] = b->scales[i];
+		quant_pack_pieces(g->qs, b->qs, QK_K / 8, r);
+	} else if (t == GGML_TYPE_Q5_K) {
+		const struct block_q5_K *b = (const void *)blk;
+		struct block_q5_Kx8 *g = (void *)o;
+
+		g->d[r] = b->d;
+		g->dmin[r] = b->dmin;
+		for (int i = 0; i < QUANT_K_SCALE_SIZE; i++)
+			g->scales[QUANT_PACK_ROWS * i + r] = b->scales[i];
+		quant_pack_pieces(g->qh, b->qh, QK_K / 32, r);
 		quant_pack_pieces(g->qs, b->qs, QK_K / 8, r);
 	} else {
 		const struct block_q6_K *b = (const void *)blk;
@@ -838,7 +850,7 @@ quant_packed_byte(const uint8_t *a, int r, int p)
 /*
  * The definitions of a packed output (quant-internal.h, DESIGNS 8 and 9):
  * per block, in order, the exact integer sums, then one fused
- * multiply-add (two for Q4_K).  Q4_0's byte 4k + e holds elements 4k + e
+ * multiply-add (two for Q4_K and Q5_K).  Q4_0's byte 4k + e holds elements 4k + e
  * and 4k + e + 16, each less 8.
  */
 static float
@@ -870,15 +882,23 @@ quant_mmqp_b32_ref(enum ggml_type t, const uint8_t *blk, int r,
 	return acc;
 }
 
-/* Q4_K: in chunk c, byte l of qs holds element 64c + l (low nibble) and
- * 64c + 32 + l (high nibble). */
+/* Q4_K and Q5_K (five): in chunk c, byte l of qs holds element 64c + l
+ * (low nibble) and 64c + 32 + l (high nibble); Q5_K's bit 2c of qh byte
+ * l is the fifth bit of the first, bit 2c + 1 of the second.  The two
+ * groups differ only in where qs sits, after Q5_K's qh. */
 static float
-quant_mmqp_q4_K_row(const struct block_q4_Kx8 *g, int r,
-    const struct quant_q8x *x, int64_t n)
+quant_mmqp_k45_row(const void *group, int r, const struct quant_q8x *x,
+    int64_t n, int five)
 {
+	size_t gbs = five ? sizeof(struct block_q5_Kx8) :
+	    sizeof(struct block_q4_Kx8);
+	const uint8_t *p = group;
 	float acc = 0.0f;
 
-	for (int64_t b = 0; b < n / QK_K; b++, g++) {
+	for (int64_t b = 0; b < n / QK_K; b++, p += gbs) {
+		const struct block_q4_Kx8 *g = (const void *)p;
+		const struct block_q5_Kx8 *g5 = (const void *)p;
+		const uint8_t *qs = five ? g5->qs : g->qs;
 		const int8_t *xq = x->q + QK_K * b;
 		uint8_t scales[QUANT_K_SCALE_SIZE], sc, m;
 		int32_t isum = 0, msum = 0;
@@ -889,11 +909,14 @@ quant_mmqp_q4_K_row(const struct block_q4_Kx8 *g, int r,
 			int32_t sum = 0;
 
 			for (int l = 0; l < 32; l++) {
-				int v = quant_packed_byte(g->qs, r,
-				    32 * (j / 2) + l);
+				int v = quant_packed_byte(qs, r, 32 * (j / 2) +
+				    l);
+				int q = j % 2 ? v >> 4 : v & 0xf;
 
-				sum += (j % 2 ? v >> 4 : v & 0xf) *
-				    xq[32 * j + l];
+				if (five)
+					q |= (quant_packed_byte(g5->qh, r, l) >>
+					    j & 1) << 4;
+				sum += q * xq[32 * j + l];
 			}
 			quant_scale_min_k4(j, scales, &sc, &m);
 			isum += sc * sum;
@@ -943,8 +966,9 @@ quant_mmqp_ref(enum ggml_type t, const void *g, int nr,
 {
 	for (int c = 0; c < nc; c++)
 		for (int r = 0; r < nr; r++)
-			y[c * ldy + r] = t == GGML_TYPE_Q4_K ?
-			    quant_mmqp_q4_K_row(g, r, &x[c], n) :
+			y[c * ldy + r] = t == GGML_TYPE_Q4_K ||
+			    t == GGML_TYPE_Q5_K ? quant_mmqp_k45_row(g, r,
+			    &x[c], n, t == GGML_TYPE_Q5_K) :
 			    t == GGML_TYPE_Q6_K ?
 			    quant_mmqp_q6_K_row(g, r, &x[c], n) :
 			    quant_mmqp_b32_ref(t, g, r, &x[c], n);
@@ -962,6 +986,7 @@ quant_mmqp_##type##_ref(const void *g, int nr, const struct quant_q8x *x, \
 QUANT_MMQP_REF(q8_0, GGML_TYPE_Q8_0)
 QUANT_MMQP_REF(q4_0, GGML_TYPE_Q4_0)
 QUANT_MMQP_REF(q4_K, GGML_TYPE_Q4_K)
+QUANT_MMQP_REF(q5_K, GGML_TYPE_Q5_K)
 QUANT_MMQP_REF(q6_K, GGML_TYPE_Q6_K)
 
 /* Element d of a key or value row stored as kt (QUANT_KV_*). */
@@ -1039,6 +1064,7 @@ quant_scalar_fill(struct quant_kernels *k)
 	k->mmqp[GGML_TYPE_Q8_0] = quant_mmqp_q8_0_ref;
 	k->mmqp[GGML_TYPE_Q4_0] = quant_mmqp_q4_0_ref;
 	k->mmqp[GGML_TYPE_Q4_K] = quant_mmqp_q4_K_ref;
+	k->mmqp[GGML_TYPE_Q5_K] = quant_mmqp_q5_K_ref;
 	k->mmqp[GGML_TYPE_Q6_K] = quant_mmqp_q6_K_ref;
 	k->mmqp_cols = 4;
 	k->q8x_quantize = quant_q8x_quantize;

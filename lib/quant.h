@@ -152,13 +152,13 @@ void	 quant_matmul_act(enum ggml_type t, const void *w, int64_t rows,
 	     int64_t r0, int64_t r1);
 
 /*
- * Packed weights.  A Q8_0, Q4_0, Q4_K or Q6_K matrix that is multiplied
- * many times is best rearranged once, at load, so that 8 rows are read
- * together: each group of 8 rows keeps, per block (super-block for the
+ * Packed weights.  A Q8_0, Q4_0, Q4_K, Q5_K or Q6_K matrix that is
+ * multiplied many times is best rearranged once, at load, so that 8 rows are
+ * read together: each group of 8 rows keeps, per block (super-block for the
  * K-quants), the 8 rows' scales side by side and then their quants
- * interleaved 4 bytes at a time, so one 32-byte load holds a piece of
- * every row and the 8 sums come out in the lanes of one vector
- * (quant-internal.h, DESIGNS 8 and 9).
+ * interleaved 4 bytes at a time, so one 32-byte load holds a piece of every
+ * row and the 8 sums come out in the lanes of one vector (quant-internal.h,
+ * DESIGNS 8 and 9).
  *	quant_packable(t, cols)		1 if t has a packed form for rows of
  *					cols elements
  *	quant_pack_size(t, rows, cols)	bytes of the packed matrix (rows

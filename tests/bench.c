@@ -63,9 +63,10 @@ struct bench_row {
 	const char	*shape;
 	uint32_t	 dim, layers, heads, kv_heads, ffn, experts, used;
 	enum ggml_type	 type;
-	int		 k_m;		/* Q4_K_M mix */
+	int		 k_m;		/* the _K_M mix */
 	const char	*type_name;
-	double		 ref_prefill, ref_decode;	/* llama.cpp, table */
+	double		 ref_prefill, ref_decode;	/* llama.cpp, table;
+							   0: not in it */
 	int		 deep;		/* also depth, snapshot, restore */
 };
 
@@ -76,6 +77,8 @@ static const struct bench_row rows[] = {
 	    GGML_TYPE_Q4_0, 0, "Q4_0", 124, 27.8, 0 },
 	{ "tinyllama-q4_k_m", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
 	    GGML_TYPE_Q4_K, 1, "Q4_K_M", 85, 15.3, 0 },
+	{ "tinyllama-q5_k_m", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
+	    GGML_TYPE_Q5_K, 1, "Q5_K_M", 0, 0, 0 },
 	{ "mixtral4-q4_0", "Mixtral, 4 layers", 4096, 4, 32, 8, 14336, 8, 2,
 	    GGML_TYPE_Q4_0, 0, "Q4_0", 35, 11.3, 0 },
 	{ "mistral7b-q4_0", "Mistral 7B", 4096, 32, 32, 8, 14336, 0, 0,
@@ -597,11 +600,29 @@ snap_read(void *ctx, void *buf, size_t len)
 	return 0;
 }
 
+/* v as a percentage of the table's figure ref; NAN (printed "nan") for a
+ * row the table does not have. */
+static double
+bench_pct(double v, double ref)
+{
+	return ref > 0.0 ? 100 * v / ref : NAN;
+}
+
+/* The table's figure as a JSON number, or null. */
+static const char *
+bench_ref(double ref, char *buf, size_t cap)
+{
+	if (ref <= 0.0)
+		return "null";
+	snprintf(buf, cap, "%.2f", ref);
+	return buf;
+}
+
 static void
 bench_model(const struct bench_row *r, const char *dir, double bw,
     double fma, FILE *js, int first)
 {
-	char path[1024], err[512], snap[1100];
+	char path[1024], err[512], snap[1100], refp[32], refd[32];
 	struct model *m;
 	struct fwd *f;
 	struct kvcache *kv[8];
@@ -768,8 +789,8 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 	    "%8.2f %6.2fs  agg 1/2/4/8: %.1f %.1f %.1f %.1f (x%.1f)  depth "
 	    "512/4k/16k: %.2f %.2f %.2f (4k, q8_0 cache: %.2f)  snap %.2fs "
 	    "restore %.2fs reprefill %.1fs (%.1f%%)  rss %ld MiB\n", r->name,
-	    r->type_name, P, 100 * P / r->ref_prefill, D,
-	    100 * D / r->ref_decode, ceiling, 100 * D / ceiling, DP, t_load,
+	    r->type_name, P, bench_pct(P, r->ref_prefill), D,
+	    bench_pct(D, r->ref_decode), ceiling, 100 * D / ceiling, DP, t_load,
 	    agg[0], agg[1], agg[2], agg[3], agg[3] / agg[0], depth[0],
 	    depth[1], depth[2], depth_q8, t_save, t_restore, t_reprefill,
 	    t_reprefill > 0 ? 100 * t_restore / t_reprefill : 0.0,
@@ -788,7 +809,7 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 	fprintf(js, "%s    {\"model\": \"%s\", \"shape\": \"%s\", \"type\": "
 	    "\"%s\", \"load_s\": %.3f, \"prefill_tok_s\": %.2f, "
 	    "\"decode_tok_s\": %.3f, \"decode_after_prefill_tok_s\": %.3f, "
-	    "\"llamacpp_prefill\": %.1f, \"llamacpp_decode\": %.2f, "
+	    "\"llamacpp_prefill\": %s, \"llamacpp_decode\": %s, "
 	    "\"decode_bytes\": %.0f, \"ceiling_tok_s\": %.2f, "
 	    "\"ceiling_pct\": %.1f, \"aggregate_decode\": [%.2f, %.2f, %.2f, "
 	    "%.2f], \"depth_decode\": {\"512\": %.3f, \"4096\": %.3f, "
@@ -800,7 +821,8 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 	    "\"ceiling_depth_ratio\": %.3f, \"ceiling_depth_ratio_fma\": "
 	    "%.3f}", first ? "" :
 	    ",\n", r->name, r->shape, r->type_name, t_load, P, D, DP,
-	    r->ref_prefill, r->ref_decode, wbytes, ceiling, 100 * D / ceiling,
+	    bench_ref(r->ref_prefill, refp, sizeof refp),
+	    bench_ref(r->ref_decode, refd, sizeof refd), wbytes, ceiling, 100 * D / ceiling,
 	    agg[0], agg[1], agg[2], agg[3], depth[0], depth[1], depth[2],
 	    depth_q8, t_save, t_restore, t_reprefill, kvcache_bytes(kv[0]),
 	    q8_bytes, ru.ru_maxrss / 1024, c8, att / 1e9, cd, cdf);

@@ -979,6 +979,14 @@ packed_at(enum ggml_type t, int r, size_t j)
 		if (j < 16)
 			return 32 + 8 * (j - 4) + (size_t)r;
 		return PIECE(128, j - 16);
+	case GGML_TYPE_Q5_K:	/* d, dmin, scales[12], qh[32], qs[128] */
+		if (j < 4)
+			return 16 * (j / 2) + 2 * (size_t)r + j % 2;
+		if (j < 16)
+			return 32 + 8 * (j - 4) + (size_t)r;
+		if (j < 48)
+			return PIECE(128, j - 16);
+		return PIECE(128 + 256, j - 48);
 	default:		/* Q6_K: ql[128], qh[64], scales[16], d */
 		if (j < 128)
 			return PIECE(176, j);
@@ -991,21 +999,27 @@ packed_at(enum ggml_type t, int r, size_t j)
 #undef PIECE
 }
 
-/* Quant e of a Q4_K block (0..15), and its sub-block's 6-bit scale and
- * min. */
+/* Quant e of a Q4_K block (0..15) or of a Q5_K block (0..31: qh's bit
+ * e / 32 of byte e % 32 on top), and its sub-block's 6-bit scale and min
+ * (s, the block's scales). */
 static int
-packed_q4k_quant(const struct block_q4_K *b, int e)
+packed_q4k_quant(const uint8_t *qs, int e)
 {
-	int v = b->qs[32 * (e / 64) + e % 32];
+	int v = qs[32 * (e / 64) + e % 32];
 
 	return e % 64 < 32 ? v & 0xf : v >> 4;
 }
 
-static void
-packed_q4k_scale(const struct block_q4_K *b, int j, int *sc, int *m)
+static int
+packed_q5k_quant(const struct block_q5_K *b, int e)
 {
-	const uint8_t *s = b->scales;
+	return packed_q4k_quant(b->qs, e) | (b->qh[e % 32] >> (e / 32) & 1) <<
+	    4;
+}
 
+static void
+packed_q4k_scale(const uint8_t *s, int j, int *sc, int *m)
+{
 	*sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
 	*m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
 }
@@ -1048,8 +1062,9 @@ packed_def(enum ggml_type t, const uint8_t *ob, const struct quant_act *a,
 				isum += (t == GGML_TYPE_Q4_0 ? (e < 16 ?
 				    (ob[2 + e] & 0xf) : (ob[2 + e - 16] >> 4)) -
 				    8 : (int8_t)ob[2 + e]) * xq[e];
-		} else if (t == GGML_TYPE_Q4_K) {
+		} else if (t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K) {
 			const struct block_q4_K *k = (const void *)ob;
+			const struct block_q5_K *k5 = (const void *)ob;
 			uint16_t dmin;
 
 			for (int j = 0; j < 8; j++) {
@@ -1057,8 +1072,10 @@ packed_def(enum ggml_type t, const uint8_t *ob, const struct quant_act *a,
 				int sc, m;
 
 				for (int e = 32 * j; e < 32 * j + 32; e++)
-					sum += packed_q4k_quant(k, e) * xq[e];
-				packed_q4k_scale(k, j, &sc, &m);
+					sum += (t == GGML_TYPE_Q5_K ?
+					    packed_q5k_quant(k5, e) :
+					    packed_q4k_quant(k->qs, e)) * xq[e];
+				packed_q4k_scale(k->scales, j, &sc, &m);
 				isum += sc * sum;
 				msum += m * a->s[c * (cols / 32) + 8 * b + j];
 			}
@@ -1086,7 +1103,7 @@ packed_def(enum ggml_type t, const uint8_t *ob, const struct quant_act *a,
 }
 
 /*
- * Packed Q8_0, Q4_0, Q4_K and Q6_K (quant.h, quant-internal.h DESIGNS 8
+ * Packed Q8_0, Q4_0, Q4_K, Q5_K and Q6_K (quant.h, quant-internal.h DESIGNS 8
  * and 9): the layout as documented, and every output of
  * quant_matmul_packed() bit-identical to its definition computed here
  * from the unpacked row, for products of 1-19 inputs, whole or cut at a
@@ -1100,7 +1117,8 @@ static void
 test_packed(enum quant_isa isa)
 {
 	static const enum ggml_type qt[] = {
-		GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
+		GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
+		GGML_TYPE_Q6_K,
 	};
 	const char *in = quant_isa_name(isa);
 	const int64_t rows = 19, cols = 768, nx = 19;
@@ -1129,7 +1147,7 @@ test_packed(enum quant_isa isa)
 
 			if (r >= 17) {
 				/* Q6_K: all quants -32 (scales -128), or 31
-				 * (127); the others all 15 or -1 */
+				 * (127); the others all 31 (Q5_K), 15 or -1 */
 				memset(row, t == GGML_TYPE_Q6_K && r == 17 ?
 				    0x00 : 0xff, rs);
 				for (int64_t b = 0; b < nb; b++) {
@@ -1142,7 +1160,8 @@ test_packed(enum quant_isa isa)
 						memcpy(blk + 208, &h, 2);
 					} else {
 						memcpy(blk, &h, 2);
-						if (t == GGML_TYPE_Q4_K)
+						if (t == GGML_TYPE_Q4_K ||
+						    t == GGML_TYPE_Q5_K)
 							memcpy(blk + 2, &h, 2);
 					}
 				}
@@ -1237,13 +1256,15 @@ test_packed(enum quant_isa isa)
 	tap_ok(quant_packable(GGML_TYPE_Q8_0, 64) &&
 	    quant_packable(GGML_TYPE_Q4_0, 32) &&
 	    quant_packable(GGML_TYPE_Q4_K, 256) &&
+	    quant_packable(GGML_TYPE_Q5_K, 256) &&
 	    quant_packable(GGML_TYPE_Q6_K, 512) &&
-	    !quant_packable(GGML_TYPE_Q5_K, 256) &&
+	    !quant_packable(GGML_TYPE_Q8_1, 256) &&
 	    !quant_packable(GGML_TYPE_Q4_K, 384) &&
+	    !quant_packable(GGML_TYPE_Q5_K, 128) &&
 	    !quant_packable(GGML_TYPE_Q8_0, 48) &&
 	    quant_pack_size(GGML_TYPE_F16, 8, 64) == 0, "%s: Q8_0, Q4_0, "
-	    "Q4_K and Q6_K are packable, other types and partial blocks are "
-	    "not", in);
+	    "Q4_K, Q5_K and Q6_K are packable, other types and partial blocks "
+	    "are not", in);
 	tap_ok(ok_layout, "%s: packed groups hold 8 rows' scales, then their "
 	    "quants interleaved 4 bytes at a time (Q6_K: and each row's "
 	    "bias); padding rows are zeros", in);
