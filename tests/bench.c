@@ -79,6 +79,8 @@ static const struct bench_row rows[] = {
 	    GGML_TYPE_Q4_K, 1, "Q4_K_M", 85, 15.3, 0 },
 	{ "tinyllama-q5_k_m", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
 	    GGML_TYPE_Q5_K, 1, "Q5_K_M", 0, 0, 0 },
+	{ "tinyllama-q6_k", "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 0, 0,
+	    GGML_TYPE_Q6_K, 0, "Q6_K", 0, 0, 0 },
 	{ "mixtral4-q4_0", "Mixtral, 4 layers", 4096, 4, 32, 8, 14336, 8, 2,
 	    GGML_TYPE_Q4_0, 0, "Q4_0", 35, 11.3, 0 },
 	{ "mistral7b-q4_0", "Mistral 7B", 4096, 32, 32, 8, 14336, 0, 0,
