@@ -81,6 +81,7 @@
 #ifndef QUANT_INTERNAL_H
 #define QUANT_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "quant.h"
@@ -199,6 +200,12 @@ struct block_q5_Kx8 {
 	uint8_t		 qs[QUANT_PACK_ROWS * QK_K / 2];
 };
 _Static_assert(sizeof(struct block_q5_Kx8) == 8 * 176, "block_q5_Kx8 size");
+/* Code shared by Q4_K and Q5_K reads d, dmin and scales through the Q4_K
+ * structs. */
+_Static_assert(offsetof(struct block_q5_K, scales) ==
+    offsetof(struct block_q4_K, scales) &&
+    offsetof(struct block_q5_Kx8, scales) ==
+    offsetof(struct block_q4_Kx8, scales), "Q4_K and Q5_K heads differ");
 
 struct block_q6_Kx8 {
 	uint16_t	 d[QUANT_PACK_ROWS];

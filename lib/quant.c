@@ -779,25 +779,24 @@ quant_pack_row(enum ggml_type t, uint8_t *o, const uint8_t *blk, int r)
 		memcpy(o + 2 * r, blk, 2);
 		quant_pack_pieces(o + 2 * QUANT_PACK_ROWS, blk + 2,
 		    t == GGML_TYPE_Q8_0 ? 8 : 4, r);
-	} else if (t == GGML_TYPE_Q4_K) {
+	} else if (t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K) {
+		/* Q5_K's d, dmin and scales, and its group's, sit where
+		 * Q4_K's do; its qh comes before qs */
 		const struct block_q4_K *b = (const void *)blk;
+		const struct block_q5_K *b5 = (const void *)blk;
 		struct block_q4_Kx8 *g = (void *)o;
+		struct block_q5_Kx8 *g5 = (void *)o;
 
 		g->d[r] = b->d;
 		g->dmin[r] = b->dmin;
 		for (int i = 0; i < QUANT_K_SCALE_SIZE; i++)
 			g->scales[QUANT_PACK_ROWS * i + r] = b->scales[i];
-		quant_pack_pieces(g->qs, b->qs, QK_K / 8, r);
-	} else if (t == GGML_TYPE_Q5_K) {
-		const struct block_q5_K *b = (const void *)blk;
-		struct block_q5_Kx8 *g = (void *)o;
-
-		g->d[r] = b->d;
-		g->dmin[r] = b->dmin;
-		for (int i = 0; i < QUANT_K_SCALE_SIZE; i++)
-			g->scales[QUANT_PACK_ROWS * i + r] = b->scales[i];
-		quant_pack_pieces(g->qh, b->qh, QK_K / 32, r);
-		quant_pack_pieces(g->qs, b->qs, QK_K / 8, r);
+		if (t == GGML_TYPE_Q4_K)
+			quant_pack_pieces(g->qs, b->qs, QK_K / 8, r);
+		else {
+			quant_pack_pieces(g5->qh, b5->qh, QK_K / 32, r);
+			quant_pack_pieces(g5->qs, b5->qs, QK_K / 8, r);
+		}
 	} else {
 		const struct block_q6_K *b = (const void *)blk;
 		struct block_q6_Kx8 *g = (void *)o;
