@@ -1496,23 +1496,23 @@ QUANT_MMQP_ENTRY(q4_0, 1)
 
 /*
  * Packed Q4_K and Q5_K (five; quant-internal.h, DESIGN 9), 8 rows by nc
- * inputs, lane r of every vector for row r.  Three 32-byte loads hold the 12 scale bytes
- * of every row, 4 at a time, and the shifts of quant_scale_min_k4() on
- * them unpack all 8 rows' scales and mins at once, sub-block j's in bytes
- * 8j + r of (j < 4 ? sl : sh) and of (j < 4 ? ml : mh).  A vpshufb then
- * spreads a sub-block's scales over the 16-bit halves of each row's lane
- * (for vpmaddwd), or pairs two sub-blocks' mins in those halves.  Per
- * sub-block of 32, 8 loads give each row's nibbles 4 at a time; their
- * products with 4 broadcast activation bytes add up in 16 bits (at most
- * 8 * 2 * 15 * 127 = 30480: vpmaddubsw's pairs, 3810, cannot saturate
- * either), then vpmaddwd by the scales widens to 32 bits.  The mins'
- * sum, m_j times x's sums per 32 (at most 4064), is vpmaddwd of the min
- * pairs by the sum pairs.  Both sums are exact, so each lane computes
- * quant_mmqp_k45_row()'s integers and then the same two fused
- * multiply-adds.  Q5_K's quants take their fifth bit from the qh bytes of
- * the same 4 places (bit j for sub-block j, shifted to bit 4), so they
- * reach 31: pairs of at most 7874, of which 4 add up in 16 bits (31496)
- * before vpmaddwd takes them, twice per sub-block.
+ * inputs, lane r of every vector for row r.  Three 32-byte loads hold the 12
+ * scale bytes of every row, 4 at a time, and the shifts of
+ * quant_scale_min_k4() on them unpack all 8 rows' scales and mins at once,
+ * sub-block j's in bytes 8j + r of (j < 4 ? sl : sh) and of (j < 4 ? ml :
+ * mh).  A vpshufb then spreads a sub-block's scales over the 16-bit halves
+ * of each row's lane (for vpmaddwd), or pairs two sub-blocks' mins in those
+ * halves.  Per sub-block of 32, 8 loads give each row's nibbles 4 at a time;
+ * their products with 4 broadcast activation bytes add up in 16 bits (at
+ * most 8 * 2 * 15 * 127 = 30480: vpmaddubsw's pairs, 3810, cannot saturate
+ * either), then vpmaddwd by the scales widens to 32 bits.  The mins' sum,
+ * m_j times x's sums per 32 (at most 4064), is vpmaddwd of the min pairs by
+ * the sum pairs.  Both sums are exact, so each lane computes
+ * quant_mmqp_k45_row()'s integers and then the same two fused multiply-adds.
+ * Q5_K's quants take their fifth bit from the qh bytes of the same 4 places
+ * (bit j for sub-block j, shifted to bit 4), so they reach 31: pairs of at
+ * most 7874, of which 4 add up in 16 bits (31496) before vpmaddwd takes
+ * them, twice per sub-block.
  */
 QUANT_MMQ_KERNEL void
 quant_avx2_mmqp_k45_t(const char *g, int nr, const struct quant_q8x *x,

@@ -849,8 +849,8 @@ quant_packed_byte(const uint8_t *a, int r, int p)
 /*
  * The definitions of a packed output (quant-internal.h, DESIGNS 8 and 9):
  * per block, in order, the exact integer sums, then one fused
- * multiply-add (two for Q4_K and Q5_K).  Q4_0's byte 4k + e holds elements 4k + e
- * and 4k + e + 16, each less 8.
+ * multiply-add (two for Q4_K and Q5_K).  Q4_0's byte 4k + e holds
+ * elements 4k + e and 4k + e + 16, each less 8.
  */
 static float
 quant_mmqp_b32_ref(enum ggml_type t, const uint8_t *blk, int r,
