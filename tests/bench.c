@@ -826,8 +826,9 @@ bench_model(const struct bench_row *r, const char *dir, double bw,
 	    bench_ref(r->ref_prefill, refp, sizeof refp),
 	    bench_ref(r->ref_decode, refd, sizeof refd), wbytes, ceiling,
 	    100 * D / ceiling, agg[0], agg[1], agg[2], agg[3], depth[0],
-	    depth[1], depth[2], depth_q8, t_save, t_restore, t_reprefill, kvcache_bytes(kv[0]),
-	    q8_bytes, ru.ru_maxrss / 1024, c8, att / 1e9, cd, cdf);
+	    depth[1], depth[2], depth_q8, t_save, t_restore, t_reprefill,
+	    kvcache_bytes(kv[0]), q8_bytes, ru.ru_maxrss / 1024, c8, att / 1e9,
+	    cd, cdf);
 	for (i = 0; i < 8; i++)
 		kvcache_free(kv[i]);
 	fwd_free(f);
