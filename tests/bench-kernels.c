@@ -11,6 +11,10 @@
  * batch:	n = 4 and 16 (batched decode) and 64 and 256 (prefill), as
  *	GFLOP/s (2 flops per weight per input) on one thread over a matrix
  *	that stays in the last-level cache: float activations, then int8.
+ * packed: the same int8 products on the matrix packed as the model
+ *	packs it at load (quant.h; Q8_0, Q4_0 and the K-quants), the
+ *	kernels decode and batches actually run: decode GB/s with one and
+ *	two threads, then the four batches.
  * Not a test: it checks nothing and is not in TESTS.
  */
 #include <pthread.h>
@@ -30,6 +34,8 @@ struct bench_job {
 	float		*y;
 	void		*scratch;
 	int		 reps;
+	const void	*p;		/* packed weights, or NULL */
+	struct quant_act a;		/* x as int8, for p */
 };
 
 static double
@@ -47,8 +53,12 @@ bench_run_cb(void *arg)
 	struct bench_job *j = arg;
 
 	for (int i = 0; i < j->reps; i++)
-		quant_matmul(j->t, j->w, j->rows, j->cols, j->x, j->n, j->y,
-		    j->rows, j->r0, j->r1, j->scratch);
+		if (j->p != NULL)
+			quant_matmul_packed(j->t, j->p, j->rows, j->cols, &j->a,
+			    j->y, j->rows, j->r0, j->r1);
+		else
+			quant_matmul(j->t, j->w, j->rows, j->cols, j->x, j->n,
+			    j->y, j->rows, j->r0, j->r1, j->scratch);
 	return NULL;
 }
 
@@ -67,8 +77,10 @@ bench_time(const struct bench_job *base, int nth)
 	for (int i = 0; i < nth; i++) {
 		jobs[i] = *base;
 		jobs[i].reps = 1;
-		jobs[i].r0 = base->rows * i / nth;
-		jobs[i].r1 = base->rows * (i + 1) / nth;
+		/* a packed product starts on a group of 8 rows */
+		jobs[i].r0 = base->rows * i / nth / 8 * 8;
+		jobs[i].r1 = i + 1 == nth ? base->rows : base->rows * (i + 1) /
+		    nth / 8 * 8;
 		jobs[i].scratch = malloc(quant_matmul_scratch(base->t,
 		    base->cols, jobs[i].r1 - jobs[i].r0) + 1);
 	}
@@ -87,6 +99,48 @@ bench_time(const struct bench_job *base, int nth)
 	for (int i = 0; i < nth; i++)
 		free(jobs[i].scratch);
 	return best;
+}
+
+/*
+ * Seconds per packed product of base's matrix and its first n inputs,
+ * with one thread (*s1) and, if s2 is not NULL, two (*s2); 0 where the
+ * type has no packed kernel.
+ */
+static void
+bench_packed(const struct bench_job *base, int64_t n, double *s1, double *s2)
+{
+	struct bench_job j = *base;
+	size_t psize = quant_pack_size(j.t, j.rows, j.cols);
+	void *p, *buf;
+	int fmt;
+
+	*s1 = 0;
+	if (s2 != NULL)
+		*s2 = 0;
+	quant_set_act_q8(1);
+	fmt = quant_act_fmt(j.t, j.cols);
+	if (psize == 0 || quant_kernels()->mmqp[j.t] == NULL ||
+	    fmt == QUANT_ACT_NONE) {
+		quant_set_act_q8(0);
+		return;
+	}
+	p = malloc(psize);
+	buf = malloc(quant_act_bytes(fmt, j.cols, n));
+	if (p == NULL || buf == NULL) {
+		fprintf(stderr, "bench-kernels: out of memory\n");
+		exit(1);
+	}
+	quant_pack(j.t, j.w, j.rows, j.cols, p);
+	quant_act_bind(&j.a, buf, fmt, j.cols, n);
+	quant_act_fill(&j.a, j.x, 0, n);
+	j.p = p;
+	j.n = n;
+	*s1 = bench_time(&j, 1);
+	if (s2 != NULL)
+		*s2 = bench_time(&j, 2);
+	quant_set_act_q8(0);
+	free(p);
+	free(buf);
 }
 
 /* rows x cols weights of type t: one quantized block of rows repeated. */
@@ -145,10 +199,10 @@ main(void)
 			enum ggml_type t = types[i];
 			size_t rs = quant_row_size(t, cols);
 			int64_t rows = (int64_t)((mb << 20) / rs);
-			struct bench_job job = { t, NULL, 0, cols, 1, 0, 0, x,
-			    NULL, NULL, 1 };
+			struct bench_job job = { .t = t, .cols = cols, .n = 1,
+			    .x = x, .reps = 1 };
 			size_t bytes;
-			double s1, s2;
+			double s1, s2, p1, p2, pb[4];
 
 			/* decode: a matrix well beyond the caches */
 			if (isa == QUANT_ISA_SCALAR)
@@ -173,6 +227,7 @@ main(void)
 			} else {
 				printf("%5s %5s   ", "-", "-");
 			}
+			bench_packed(&job, 1, &p1, &p2);
 			free(job.y);
 			free((void *)job.w);
 
@@ -202,6 +257,15 @@ main(void)
 					    job.n / s * 1e-9);
 				}
 				quant_set_act_q8(0);
+			}
+			for (size_t b = 0; b < sizeof batch / sizeof batch[0]; b++)
+				bench_packed(&job, batch[b], &pb[b], NULL);
+			if (p1 > 0) {
+				printf("  packed: %5.1f %5.1f GB/s |", bytes / p1 *
+				    1e-9, bytes / p2 * 1e-9);
+				for (size_t b = 0; b < 4; b++)
+					printf(" %5.1f", 2.0 * job.rows * cols *
+					    batch[b] / pb[b] * 1e-9);
 			}
 			printf("\n");
 			fflush(stdout);
