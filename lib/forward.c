@@ -1067,8 +1067,8 @@ fwd_create(const struct model *m, int max_tokens, int n_threads,
 	if ((int64_t)qd > f->act_cols)
 		f->act_cols = (int64_t)qd;
 	for (i = QUANT_ACT_Q8_0; i <= QUANT_ACT_Q8_K; i++)
-		FWD_ALLOC(f->act[i], quant_act_bytes(QUANT_ACT_Q8_0,
-		    f->act_cols, (int64_t)T));
+		FWD_ALLOC(f->act[i], quant_act_bytes(i, f->act_cols,
+		    (int64_t)T));
 #undef FWD_ALLOC
 	for (i = 0; i < hp->n_rot / 2; i++)
 		f->inv_freq[i] = pow((double)hp->rope_base,

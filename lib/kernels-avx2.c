@@ -1660,12 +1660,13 @@ quant_avx2_mmqp_k45_t(const char *g, int nr, const struct quant_q8x *x,
 
 /*
  * Packed Q6_K (quant-internal.h, DESIGN 9), 8 rows by nc inputs, lane r for
- * row r.  Per super-block each input's bytes are offset by 128 (xu); then,
- * two pieces at a time, the quants less 32 are assembled from ql and qh, 4
- * of each row per vector, and used at once by every input, in registers.
- * (Assembling all 64 vectors first, as an earlier version did, kept them on
- * the stack: 8 inputs on one Zen 3 core, in cache, 83-99 against 117-131
- * GOP/s now.)  vpmaddubsw takes x + 128 (unsigned, at most 255) times q - 32
+ * row r.  Two pieces at a time, the quants less 32 are assembled from ql and
+ * qh, 4 of each row per vector, and used at once by every input, in
+ * registers.  (Assembling all 64 vectors first, as an earlier version did,
+ * kept them on the stack: 8 inputs on one Zen 3 core, in cache, 83-99
+ * against 117-131 GOP/s.)  Each input's bytes offset by 128 come with it
+ * (x.u, made once per product; made here per super-block they cost 10-20% of
+ * the tile).  vpmaddubsw takes x + 128 (unsigned, at most 255) times q - 32
  * (signed, -32..31): pairs of at most 2 * 255 * 32 = 16320, two vpmaddubsw
  * added in 16 bits at most 32640, then vpmaddwd by the sub-block's int8
  * scale (spread over the lane's 16-bit halves, sign extended) to 32 bits.
@@ -1679,7 +1680,6 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf), m30 = _mm256_set1_epi8(0x30);
 	const __m256i e32 = _mm256_set1_epi8(32);
-	const __m256i flip = _mm256_set1_epi8((char)0x80);
 	/* lane r: byte r (hi[0]) or 8 + r (hi[1]) of its 128-bit half in the
 	 * high byte of both 16-bit halves */
 	const __m256i hi[2] = {
@@ -1692,7 +1692,6 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 	};
 	const struct block_q6_Kx8 *b = (const void *)g;
 	__m256i sc[16], is[QUANT_MMQP_NC];
-	int8_t xu[QUANT_MMQP_NC][QK_K] __attribute__((aligned(32)));
 	__m256 acc[QUANT_MMQP_NC];
 
 	QUANT_UNROLL
@@ -1716,16 +1715,8 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 			    hi[1]), 8);
 		}
 		QUANT_UNROLL
-		for (int c = 0; c < nc; c++) {
-			const int8_t *xq = x[c].q + QK_K * i;
-
-			QUANT_UNROLL
-			for (int m = 0; m < QK_K; m += 32)
-				_mm256_store_si256((__m256i *)(xu[c] + m),
-				    _mm256_xor_si256(_mm256_loadu_si256(
-				    (const __m256i *)(xq + m)), flip));
+		for (int c = 0; c < nc; c++)
 			is[c] = _mm256_setzero_si256();
-		}
 		/* quarter Q of half h: elements 128h + 32Q + 4k + e, sub-block
 		 * 8h + 2Q + k / 4; its quants two pieces at a time */
 		for (int h = 0; h < 2; h++)
@@ -1760,8 +1751,9 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 					}
 					QUANT_UNROLL
 					for (int c = 0; c < nc; c++) {
-						const int8_t *xe = xu[c] + 128 *
-						    h + 32 * qq + 4 * k;
+						const int8_t *xe = (const int8_t *)
+						    x[c].u + QK_K * i + 128 * h +
+						    32 * qq + 4 * k;
 						__m256i t = _mm256_add_epi16(
 						    _mm256_maddubs_epi16(
 						    quant_avx2_bcast4(xe), q[0]),

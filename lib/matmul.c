@@ -107,15 +107,15 @@ quant_act_fmt(enum ggml_type t, int64_t cols)
 }
 
 /* Bytes of n inputs quantized to int8: for each, q, d per block and s
- * per 32 (quant-internal.h). */
+ * per 32, and for Q8_K u (quant-internal.h). */
 size_t
 quant_act_bytes(int fmt, int64_t cols, int64_t n)
 {
 	if (fmt == QUANT_ACT_NONE || cols <= 0 || n <= 0)
 		return 0;
-	return (size_t)n * ((size_t)cols + (size_t)(cols /
-	    quant_act_block(fmt)) * sizeof(float) + (size_t)(cols / QK8_0) *
-	    sizeof(int32_t));
+	return (size_t)n * ((size_t)cols * (fmt == QUANT_ACT_Q8_K ? 2 : 1) +
+	    (size_t)(cols / quant_act_block(fmt)) * sizeof(float) +
+	    (size_t)(cols / QK8_0) * sizeof(int32_t));
 }
 
 /* d and s first, so they stay aligned whatever cols is. */
@@ -129,6 +129,7 @@ quant_act_bind(struct quant_act *a, void *buf, int fmt, int64_t cols,
 	a->d = buf;
 	a->s = (int32_t *)(a->d + n * (cols / quant_act_block(fmt)));
 	a->q = (int8_t *)(a->s + n * (cols / QK8_0));
+	a->u = fmt == QUANT_ACT_Q8_K ? (uint8_t *)(a->q + n * cols) : NULL;
 }
 
 void
@@ -138,10 +139,15 @@ quant_act_fill(const struct quant_act *a, const float *x, int64_t i0,
 	const struct quant_kernels *k = quant_kernels();
 	int64_t nb = a->cols / quant_act_block(a->fmt), ns = a->cols / QK8_0;
 
-	for (int64_t i = i0; i < i1; i++)
+	for (int64_t i = i0; i < i1; i++) {
 		k->q8x_quantize(x + i * a->cols, a->cols,
 		    a->fmt == QUANT_ACT_Q8_K, a->q + i * a->cols, a->d + i * nb,
 		    a->s + i * ns);
+		if (a->u != NULL)
+			for (int64_t e = 0; e < a->cols; e++)
+				a->u[i * a->cols + e] = (uint8_t)(a->q[i *
+				    a->cols + e] + 128);
+	}
 }
 
 /* Input i of a as the kernels take it. */
@@ -150,7 +156,7 @@ quant_act_at(const struct quant_act *a, int64_t i)
 {
 	struct quant_act v = quant_act_slice(a, i, 1);
 
-	return (struct quant_q8x){ v.q, v.d, v.s };
+	return (struct quant_q8x){ v.q, v.d, v.s, v.u };
 }
 
 struct quant_act
@@ -162,6 +168,8 @@ quant_act_slice(const struct quant_act *a, int64_t i0, int64_t n)
 	v.q += i0 * a->cols;
 	v.d += i0 * (a->cols / quant_act_block(a->fmt));
 	v.s += i0 * (a->cols / QK8_0);
+	if (v.u != NULL)
+		v.u += i0 * a->cols;
 	return v;
 }
 

@@ -258,7 +258,8 @@ quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
  *		packed Q8_0, Q4_0 (DESIGN 8), Q4_K, Q5_K and Q6_K (DESIGN 9):
  *		y[c * ldy + r] = row r of the group of 8 at g times x[c], for
  *		r < nr and c < nc <= mmqp_cols; bit-identical on every
- *		table; stream as for mmq.
+ *		table; stream as for mmq.  The K-quants' x[c].u must be
+ *		set (struct quant_q8x).
  *	q8x_quantize		 quant_q8x_quantize(), bit-identical
  *	att_scores, att_pv, softmax
  *		the attention kernels behind vec_att_scores(),
@@ -310,7 +311,9 @@ struct quant_kernels {
  *   element of largest magnitude:
  *	d[b] = M / -127, q[i] = min(127, round_even(x[i] * -127 / M)).
  * s[j] is the sum of q over each 32 elements (both formats), which the
- * Q4_0 offset and the Q4_K/Q5_K mins need.  This reproduces llama.cpp's
+ * Q4_0 offset and the Q4_K/Q5_K mins need; u (Q8_K only) is q + 128 as
+ * unsigned bytes, the operand packed Q6_K's kernel multiplies by its
+ * signed quants (DESIGN 9).  This reproduces llama.cpp's
  * logits on quantized models to float rounding, at a cost in activation
  * precision (a relative error ~1e-3 of a dot's magnitude) against the
  * float path, and makes products batch-invariant (DESIGN 6).
@@ -319,6 +322,7 @@ struct quant_q8x {
 	const int8_t	*q;	/* n */
 	const float	*d;	/* n / 32 or n / 256 */
 	const int32_t	*s;	/* n / 32 */
+	const uint8_t	*u;	/* n, Q8_K only: q + 128; else NULL */
 };
 
 /* The K-quants take Q8_K activations, the others Q8_0. */

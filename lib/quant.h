@@ -137,6 +137,7 @@ struct quant_act {
 	int8_t		*q;	/* n * cols */
 	float		*d;	/* per block of each input */
 	int32_t		*s;	/* sum of q per 32 */
+	uint8_t		*u;	/* QUANT_ACT_Q8_K: q + 128; else NULL */
 };
 
 int	 quant_act_fmt(enum ggml_type t, int64_t cols);

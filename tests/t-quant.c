@@ -885,7 +885,7 @@ test_mmq_invariance(enum quant_isa isa)
 		for (int64_t c = 0; c < nx; c++) {
 			qx[0] = (struct quant_q8x){ a.q + c * cols, a.d + c *
 			    (a.fmt == QUANT_ACT_Q8_K ? cols / 256 : cols / 32),
-			    a.s + c * (cols / 32) };
+			    a.s + c * (cols / 32), NULL };
 			for (int64_t r = 0; r < rows; r++)
 				k->mmq[t](w + r * rs, rs, 1, qx, 1,
 				    y1 + c * rows + r, rows, cols, 1);
@@ -903,7 +903,7 @@ test_mmq_invariance(enum quant_isa isa)
 						    a.d + (c0 + c) * (a.fmt ==
 						    QUANT_ACT_Q8_K ? cols / 256 :
 						    cols / 32), a.s + (c0 + c) *
-						    (cols / 32) };
+						    (cols / 32), NULL };
 					for (int64_t r0 = 0; r0 + nr <= rows;
 					    r0 += 3) {
 						float out[16];
@@ -1122,7 +1122,7 @@ test_packed(enum quant_isa isa)
 	};
 	const char *in = quant_isa_name(isa);
 	const int64_t rows = 19, cols = 768, nx = 19;
-	int ok_layout = 1, ok_def = 1, ok_refuse = 1, ok_close = 1;
+	int ok_layout = 1, ok_def = 1, ok_refuse = 1, ok_close = 1, ok_u = 1;
 
 	quant_set_act_q8(1);
 	for (size_t i = 0; i < sizeof qt / sizeof qt[0]; i++) {
@@ -1202,6 +1202,18 @@ test_packed(enum quant_isa isa)
 			}
 		quant_act_bind(&a, abuf, fmt, cols, nx);
 		quant_act_fill(&a, x, 0, nx);
+		/* Q8_K inputs carry q + 128 for Q6_K's kernel, sliced with
+		 * them; Q8_0 inputs none */
+		if (fmt == QUANT_ACT_Q8_K) {
+			struct quant_act sl = quant_act_slice(&a, 5, 3);
+
+			for (int64_t e = 0; e < nx * cols; e++)
+				if (a.u[e] != (uint8_t)(a.q[e] + 128))
+					ok_u = 0;
+			if (sl.u != a.u + 5 * cols || sl.q != a.q + 5 * cols)
+				ok_u = 0;
+		} else if (a.u != NULL)
+			ok_u = 0;
 		for (int64_t c = 0; c < nx; c++)
 			for (int64_t r = 0; r < rows; r++)
 				want[c * rows + r] = packed_def(t, w + r * rs, &a,
@@ -1272,6 +1284,8 @@ test_packed(enum quant_isa isa)
 	    "8 rows, give every output's definition bit for bit", in);
 	tap_ok(ok_close, "%s: packed products agree with the unpacked ones "
 	    "within float rounding", in);
+	tap_ok(ok_u, "%s: K-quant int8 inputs carry their bytes plus 128, "
+	    "sliced with them; Q8_0 inputs do not", in);
 	tap_ok(ok_refuse, "%s: a packed product cut inside a group of 8 rows, "
 	    "or with the wrong activations, is refused", in);
 }
@@ -1307,7 +1321,7 @@ test_dotq(enum quant_isa isa)
 			int8_t *q = xmalloc(n);
 			float *d = xmalloc(n / 32 * sizeof *d);
 			int32_t *sm = xmalloc(n / 32 * sizeof *sm);
-			struct quant_q8x qx = { q, d, sm };
+			struct quant_q8x qx = { q, d, sm, NULL };
 			int8_t *q2 = xmalloc(n);
 			float *d2 = xmalloc(n / 32 * sizeof *d2), got;
 			int32_t *sm2 = xmalloc(n / 32 * sizeof *sm2);
@@ -1426,7 +1440,7 @@ test_dotq(enum quant_isa isa)
 				int8_t q[512];
 				float d[16];
 				int32_t sm[16];
-				struct quant_q8x qx = { q, d, sm };
+				struct quant_q8x qx = { q, d, sm, NULL };
 
 				quant_q8x_quantize(x + u * cols, cols,
 				    quant_q8x_is_k(t), q, d, sm);
