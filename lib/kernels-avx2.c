@@ -1494,6 +1494,22 @@ quant_avx2_mmqp_##type(const void *g, int nr, const struct quant_q8x *x, \
 QUANT_MMQP_ENTRY(q8_0, 0)
 QUANT_MMQP_ENTRY(q4_0, 1)
 
+/* v's 16-bit lanes shifted left by sh (right by -sh), -3 <= sh <= 4: the
+ * packed K-quant tiles move a quant's high bits into place with it (the
+ * immediates must be literals for clang). */
+QUANT_MMQ_KERNEL __m256i
+quant_avx2_shift16(__m256i v, const int sh)
+{
+	return sh == 4 ? _mm256_slli_epi16(v, 4) :
+	    sh == 3 ? _mm256_slli_epi16(v, 3) :
+	    sh == 2 ? _mm256_slli_epi16(v, 2) :
+	    sh == 1 ? _mm256_slli_epi16(v, 1) :
+	    sh == 0 ? v :
+	    sh == -1 ? _mm256_srli_epi16(v, 1) :
+	    sh == -2 ? _mm256_srli_epi16(v, 2) :
+	    _mm256_srli_epi16(v, 3);
+}
+
 /*
  * Packed Q4_K and Q5_K (five; quant-internal.h, DESIGN 9), 8 rows by nc
  * inputs, lane r of every vector for row r.  Three 32-byte loads hold the 12
@@ -1547,8 +1563,8 @@ quant_avx2_mmqp_k45_t(const char *g, int nr, const struct quant_q8x *x,
 		const struct block_q4_Kx8 *b = (const void *)g;
 		const uint8_t *qsb = five ? ((const struct block_q5_Kx8 *)
 		    (const void *)g)->qs : b->qs;
-		const uint8_t *qh = ((const struct block_q5_Kx8 *)
-		    (const void *)g)->qh;
+		const uint8_t *qh = five ? ((const struct block_q5_Kx8 *)
+		    (const void *)g)->qh : NULL;
 		__m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
 		    b->d));
 		__m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)
@@ -1618,23 +1634,11 @@ quant_avx2_mmqp_k45_t(const char *g, int nr, const struct quant_q8x *x,
 
 				v = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(v,
 				    4), m4) : _mm256_and_si256(v, m4);
-				if (five) {
-					__m256i hv = _mm256_loadu_si256(
-					    (const __m256i *)(qh + 32 * k));
-
-					/* bit j of each byte to bit 4 (the
-					 * immediates literal for clang) */
-					hv = j == 0 ? _mm256_slli_epi16(hv, 4) :
-					    j == 1 ? _mm256_slli_epi16(hv, 3) :
-					    j == 2 ? _mm256_slli_epi16(hv, 2) :
-					    j == 3 ? _mm256_slli_epi16(hv, 1) :
-					    j == 4 ? hv :
-					    j == 5 ? _mm256_srli_epi16(hv, 1) :
-					    j == 6 ? _mm256_srli_epi16(hv, 2) :
-					    _mm256_srli_epi16(hv, 3);
-					v = _mm256_or_si256(v,
-					    _mm256_and_si256(hv, b4));
-				}
+				if (five)	/* bit j of qh to bit 4 */
+					v = _mm256_or_si256(v, _mm256_and_si256(
+					    quant_avx2_shift16(_mm256_loadu_si256(
+					    (const __m256i *)(qh + 32 * k)), 4 - j),
+					    b4));
 				QUANT_UNROLL
 				for (int c = 0; c < nc; c++) {
 					__m256i t = _mm256_maddubs_epi16(v,
@@ -1739,15 +1743,12 @@ quant_avx2_mmqp_q6_K_t(const char *g, int nr, const struct quant_q8x *x,
 						l = qq < 2 ? _mm256_and_si256(l,
 						    m4) : _mm256_and_si256(
 						    _mm256_srli_epi16(l, 4), m4);
-						hb = qq == 0 ? _mm256_slli_epi16(hb,
-						    4) : qq == 1 ?
-						    _mm256_slli_epi16(hb, 2) :
-						    qq == 2 ? hb :
-						    _mm256_srli_epi16(hb, 2);
+						/* bits 2qq, 2qq + 1 to 4, 5 */
 						q[e] = _mm256_sub_epi8(
 						    _mm256_or_si256(l,
-						    _mm256_and_si256(hb, m30)),
-						    e32);
+						    _mm256_and_si256(
+						    quant_avx2_shift16(hb, 4 -
+						    2 * qq), m30)), e32);
 					}
 					QUANT_UNROLL
 					for (int c = 0; c < nc; c++) {

@@ -50,6 +50,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cblas.h>
 
@@ -140,13 +141,18 @@ quant_act_fill(const struct quant_act *a, const float *x, int64_t i0,
 	int64_t nb = a->cols / quant_act_block(a->fmt), ns = a->cols / QK8_0;
 
 	for (int64_t i = i0; i < i1; i++) {
+		int8_t *q = a->q + i * a->cols;
+
 		k->q8x_quantize(x + i * a->cols, a->cols,
-		    a->fmt == QUANT_ACT_Q8_K, a->q + i * a->cols, a->d + i * nb,
-		    a->s + i * ns);
-		if (a->u != NULL)
-			for (int64_t e = 0; e < a->cols; e++)
-				a->u[i * a->cols + e] = (uint8_t)(a->q[i *
-				    a->cols + e] + 128);
+		    a->fmt == QUANT_ACT_Q8_K, q, a->d + i * nb, a->s + i * ns);
+		if (a->u != NULL)	/* Q8_K: cols is a multiple of 256 */
+			for (int64_t e = 0; e < a->cols; e += 8) {
+				uint64_t w;	/* q + 128 is q ^ 0x80 */
+
+				memcpy(&w, q + e, 8);
+				w ^= UINT64_C(0x8080808080808080);
+				memcpy(a->u + i * a->cols + e, &w, 8);
+			}
 	}
 }
 

@@ -52,8 +52,8 @@
  *    decode of these types fast (fewer instructions per byte: one Zen 3
  *    core, 4096 x 4096, Q4_0 10.4 -> 26.5 GB/s, Q8_0 13.5 -> 17.9) and
  *    batched products 1.4-1.9x faster than the per-row tiles.
- * 9. Packed Q4_K, Q5_K and Q6_K: the same idea per super-block of 256,
- *    one group of 8 rows per super-block column (struct block_q4_Kx8,
+ * 9. Packed Q4_K, Q5_K and Q6_K: the same idea per super-block of 256, one
+ *    group of 8 rows per super-block column (struct block_q4_Kx8,
  *    block_q5_Kx8, block_q6_Kx8): the 8 rows' d (and dmin) side by side,
  *    their scales byte-interleaved (byte i of row r at 8i + r), and each
  *    array of quants (qs; qh and qs; ql and qh) interleaved 4 bytes at a
@@ -61,13 +61,13 @@
  *    place in every row.  A Q4_K or Q5_K group is exactly 8 rows' bytes
  *    (the 6-bit scales stay packed: one 32-byte load holds 4 scale bytes
  *    of every row, and a few shifts unpack the 8 rows' scales and mins at
- *    once).  A Q6_K group also
- *    holds, per row, bias = 128 sum_j sc_j sum(q - 32 over sub-block j),
- *    so a group is 8 x 214 bytes for 8 x 210 (see quant_pack_size()):
- *    the kernel multiplies x + 128 (unsigned) by the signed q - 32 and
- *    takes the bias off, which needs no sums of x per 16.  The definition
- *    of an output, per super-block b in order, with dx = x.d[b] and the
- *    row's d, dmin converted from half:
+ *    once).  A Q6_K group also holds, per row,
+ *    bias = 128 sum_j sc_j sum(q - 32 over sub-block j), so a group is
+ *    8 x 214 bytes for 8 x 210 (see quant_pack_size()): the kernel
+ *    multiplies x + 128 (unsigned) by the signed q - 32 and takes the bias
+ *    off, which needs no sums of x per 16.  The definition of an output,
+ *    per super-block b in order, with dx = x.d[b] and the row's d, dmin
+ *    converted from half:
  *	Q4_K: msum = sum_j m_j s_j		(s: x's sums per 32)
  *	      isum = sum_j sc_j sum(q x over sub-block j of 32)
  *	      (Q5_K likewise, q with its fifth bit from qh)

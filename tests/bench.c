@@ -519,11 +519,11 @@ tokens(int32_t *t, int n, uint32_t V, unsigned seed)
 /*
  * Decode n configurations in turn, one step of each before the next step
  * of any: configuration k runs nseq[k] (at most 64) sequences on the
- * caches kv[k][0 .. nseq[k] - 1].  This VM's
- * speed drifts by 10-30% between minutes, so configurations measured one
- * after the other compared minutes; stepped in turn, the drift falls on
- * all of them alike.  rate[k] gets k's aggregate tokens per second over
- * `steps` steps.
+ * caches kv[k][0 .. nseq[k] - 1].  This VM's speed drifts by 10-30%
+ * between minutes, so configurations measured one after the other
+ * compared minutes; stepped in turn, the drift falls on all of them
+ * alike.  rate[k] gets k's aggregate tokens per second over `steps`
+ * steps.
  */
 static void
 decode_in_turn(struct fwd *f, struct kvcache **kv[], const int *nseq, int n,
