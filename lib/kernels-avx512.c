@@ -22,15 +22,31 @@
  *    product is scaled with one multiply-add; a Q4_K/Q5_K sub-block (32)
  *    is two, plus one add for the sum of x the min needs.
  * 3. Hot spot: the widen, convert, fused multiply-add per 16 elements.
+ * 4. Built with QUANT_AVX512_EMULATE (the tests' second build of quant.c
+ *    and this file, mk/quant.am), the intrinsics below come from SIMDe,
+ *    which computes each one with AVX2 or plain C, and quant.c reports
+ *    AVX-512 wherever AVX2 runs.  So the same tests run this file's code
+ *    on machines without AVX-512, such as the ones CI runs on.  The
+ *    intrinsics SIMDe 0.7.4 lacks are defined in kernels-avx512-emu.h.
  */
-#include <immintrin.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "quant-internal.h"
 
+#ifdef QUANT_AVX512_EMULATE
+/* The tests' build for CPUs without AVX-512 (DESIGN 4). */
+#pragma GCC target("avx2,fma,f16c")
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <simde/x86/f16c.h>
+#include "kernels-avx512-emu.h"
+#define QUANT_AVX512
+#else
+#include <immintrin.h>
 #define QUANT_AVX512 \
 	__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#endif
 
 QUANT_AVX512 static inline float
 quant_avx512_hsum(__m512 v)

@@ -1342,6 +1342,9 @@ quant_cpu_detect(void)
 	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
 	    !quant_cpu_has_f16c())
 		return QUANT_ISA_SCALAR;
+#ifdef QUANT_AVX512_EMULATE
+	return QUANT_ISA_AVX512;	/* kernels-avx512.c, DESIGN 4 */
+#endif
 	if (!__builtin_cpu_supports("avx512f") ||
 	    !__builtin_cpu_supports("avx512bw") ||
 	    !__builtin_cpu_supports("avx512vl"))
@@ -1412,7 +1415,11 @@ quant_isa_name(enum quant_isa isa)
 	case QUANT_ISA_AVX2:
 		return "avx2";
 	case QUANT_ISA_AVX512:
+#ifdef QUANT_AVX512_EMULATE
+		return "avx512 (emulated)";
+#else
 		return "avx512";
+#endif
 	}
 	return "unknown";
 }

@@ -570,7 +570,9 @@ main(void)
 	quant_init();
 	for (i = 0; i < sizeof isas / sizeof isas[0]; i++) {
 		if (quant_set_isa(isas[i]) != isas[i]) {
-			tap_skip("this CPU lacks a kernel path");
+			tap_skip(isas[i] == QUANT_ISA_AVX512 ? "no AVX-512 on "
+			    "this CPU (t-forward-avx512emu runs it emulated)" :
+			    "this CPU lacks a kernel path");
 			continue;
 		}
 		test_fixture_logits(isas[i], "");

@@ -1797,7 +1797,8 @@ main(void)
 	for (int isa = QUANT_ISA_SCALAR; isa <= QUANT_ISA_AVX512; isa++) {
 		if ((int)quant_set_isa(isa) != isa) {
 			tap_skip(isa == QUANT_ISA_AVX2 ? "no AVX2 on this CPU" :
-			    "no AVX-512 on this CPU");
+			    "no AVX-512 on this CPU (t-quant-avx512emu runs "
+			    "it emulated)");
 			continue;
 		}
 		test_kernels(isa);
