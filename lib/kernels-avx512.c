@@ -1,10 +1,10 @@
 /*
  * kernels-avx512.c: AVX-512 (F, BW, VL) kernels: the same set as
  * kernels-avx2.c's float kernels, 16 floats wide.  The int8-activation
- * tiles stay the AVX2 ones (the table starts as a copy of the AVX2 table):
- * 256-bit integer tiles hold a product's eight accumulators in registers,
- * and one set of int8 kernels keeps every product's arithmetic the same on
- * every x86 machine.
+ * tiles stay 256 bits wide (the table starts as a copy of the AVX2 table):
+ * they hold a product's eight accumulators in registers, one lane per row,
+ * and give every product the same arithmetic on every x86 machine.  With
+ * VNNI, the packed Q8_0 and Q4_0 tile sums with vpdpbusd (DESIGN 5).
  *
  * Compiled without -m flags like the AVX2 file: each function carries the
  * target attribute, is reached only through the table quant_avx512_fill()
@@ -28,6 +28,14 @@
  *    AVX-512 wherever AVX2 runs.  So the same tests run this file's code
  *    on machines without AVX-512, such as the ones CI runs on.  The
  *    intrinsics SIMDe 0.7.4 lacks are defined in kernels-avx512-emu.h.
+ * 5. With VNNI (Ice Lake, Sapphire Rapids and later, Zen 4), the packed
+ *    Q8_0 and Q4_0 products take the tile of kernels-mmqp.h summed with
+ *    vpdpbusd, on 256-bit vectors like the AVX2 one, so a group of 8 rows
+ *    stays one lane per row: per 4 bytes of 8 rows and one input, one
+ *    instruction in place of vpmaddubsw, vpmaddwd and vpaddd (Q8_0), or
+ *    of vpmaddubsw and a 16-bit add (Q4_0).  Its sums are the same exact
+ *    integers, so its outputs are the AVX2 tile's bits.  The K-quant
+ *    tiles, whose 16-bit sums are scaled per sub-block, stay AVX2's.
  */
 #include <stddef.h>
 #include <string.h>
@@ -680,10 +688,29 @@ quant_avx512_dequant_q6_K(const void *src, float *dst, int64_t n)
 	}
 }
 
+/* ---- the packed Q8_0 and Q4_0 tile with AVX-512 VNNI (DESIGN 5) ---- */
+
+#ifdef QUANT_AVX512_EMULATE
+#define QUANT_VNNI
+#else
+#define QUANT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl," \
+	"avx512vnni,avx2,fma,f16c")))
+#endif
+#define QUANT_MMQP_KERNEL	QUANT_VNNI static inline \
+	__attribute__((always_inline))
+#define QUANT_MMQP_ENTRY_ATTR	QUANT_VNNI static
+#define QUANT_MMQP_FN(name)	quant_vnni_##name
+#define QUANT_MMQP_VNNI		1
+#include "kernels-mmqp.h"
+
 void
-quant_avx512_fill(struct quant_kernels *k)
+quant_avx512_fill(struct quant_kernels *k, int vnni)
 {
 	k->isa = QUANT_ISA_AVX512;
+	if (vnni) {
+		k->mmqp[GGML_TYPE_Q8_0] = quant_vnni_mmqp_q8_0;
+		k->mmqp[GGML_TYPE_Q4_0] = quant_vnni_mmqp_q4_0;
+	}
 	k->dot[GGML_TYPE_F32] = quant_avx512_dot_f32_row;
 	k->dot[GGML_TYPE_F16] = quant_avx512_dot_f16;
 	k->dot[GGML_TYPE_BF16] = quant_avx512_dot_bf16;

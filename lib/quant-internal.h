@@ -357,6 +357,6 @@ void	 quant_scalar_fill(struct quant_kernels *k);
 /* kernels-avx2.c, kernels-avx512.c: overwrite the entries they speed up
  * (the AVX-512 table starts from the AVX2 one and keeps its int8 tiles). */
 void	 quant_avx2_fill(struct quant_kernels *k);
-void	 quant_avx512_fill(struct quant_kernels *k);
+void	 quant_avx512_fill(struct quant_kernels *k, int vnni);
 
 #endif /* QUANT_INTERNAL_H */

@@ -1323,6 +1323,7 @@ static struct quant_kernels quant_tables[3];
 static enum quant_isa quant_best;	/* best the CPU runs */
 static const struct quant_kernels *quant_current;
 static int quant_q8_act;		/* quant_act_q8() */
+static int quant_vnni;			/* the AVX-512 table has VNNI tiles */
 
 /* F16C through cpuid: clang cannot ask __builtin_cpu_supports for it. */
 static int
@@ -1333,6 +1334,21 @@ quant_cpu_has_f16c(void)
 	if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
 		return 0;
 	return (ecx & bit_F16C) != 0;
+}
+
+/* AVX-512 VNNI, for the packed Q8_0 and Q4_0 tile (kernels-avx512.c) */
+static int
+quant_cpu_has_vnni(void)
+{
+#ifdef QUANT_AVX512_EMULATE
+	return 1;
+#else
+	unsigned int eax, ebx, ecx, edx;
+
+	if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
+		return 0;
+	return (ecx & bit_AVX512VNNI) != 0;
+#endif
 }
 
 static enum quant_isa
@@ -1365,7 +1381,9 @@ quant_init_once(void)
 	}
 	if (quant_best >= QUANT_ISA_AVX512) {
 		quant_tables[QUANT_ISA_AVX512] = quant_tables[QUANT_ISA_AVX2];
-		quant_avx512_fill(&quant_tables[QUANT_ISA_AVX512]);
+		quant_vnni = quant_cpu_has_vnni();
+		quant_avx512_fill(&quant_tables[QUANT_ISA_AVX512],
+		    quant_vnni);
 	}
 	env = getenv("MISTRAL_ACT_Q8");
 	__atomic_store_n(&quant_q8_act, env == NULL || strcmp(env, "0") != 0,
@@ -1415,10 +1433,12 @@ quant_isa_name(enum quant_isa isa)
 	case QUANT_ISA_AVX2:
 		return "avx2";
 	case QUANT_ISA_AVX512:
+		quant_init();
 #ifdef QUANT_AVX512_EMULATE
-		return "avx512 (emulated)";
+		return quant_vnni ? "avx512+vnni (emulated)" :
+		    "avx512 (emulated)";
 #else
-		return "avx512";
+		return quant_vnni ? "avx512+vnni" : "avx512";
 #endif
 	}
 	return "unknown";
