@@ -4,7 +4,7 @@
  * tiles stay 256 bits wide (the table starts as a copy of the AVX2 table):
  * they hold a product's eight accumulators in registers, one lane per row,
  * and give every product the same arithmetic on every x86 machine.  With
- * VNNI, the packed Q8_0 and Q4_0 tile sums with vpdpbusd (DESIGN 5).
+ * VNNI, the packed tiles sum with vpdpbusd (DESIGN 5).
  *
  * Compiled without -m flags like the AVX2 file: each function carries the
  * target attribute, is reached only through the table quant_avx512_fill()
@@ -29,13 +29,14 @@
  *    on machines without AVX-512, such as the ones CI runs on.  The
  *    intrinsics SIMDe 0.7.4 lacks are defined in kernels-avx512-emu.h.
  * 5. With VNNI (Ice Lake, Sapphire Rapids and later, Zen 4), the packed
- *    Q8_0 and Q4_0 products take the tile of kernels-mmqp.h summed with
- *    vpdpbusd, on 256-bit vectors like the AVX2 one, so a group of 8 rows
- *    stays one lane per row: per 4 bytes of 8 rows and one input, one
- *    instruction in place of vpmaddubsw, vpmaddwd and vpaddd (Q8_0), or
- *    of vpmaddubsw and a 16-bit add (Q4_0).  Its sums are the same exact
- *    integers, so its outputs are the AVX2 tile's bits.  The K-quant
- *    tiles, whose 16-bit sums are scaled per sub-block, stay AVX2's.
+ *    products (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) take the tiles of
+ *    kernels-mmqp.h summed with vpdpbusd, on 256-bit vectors like the AVX2
+ *    ones, so a group of 8 rows stays one lane per row: per 4 bytes of 8
+ *    rows and one input, one instruction in place of vpmaddubsw, vpmaddwd
+ *    and vpaddd (Q8_0), or of vpmaddubsw and a 16-bit add (Q4_0 and the
+ *    K-quants, whose sub-block sums then take one vpmulld by the scale).
+ *    The sums are the same exact integers, so the outputs are the AVX2
+ *    tiles' bits.
  */
 #include <stddef.h>
 #include <string.h>
@@ -688,7 +689,7 @@ quant_avx512_dequant_q6_K(const void *src, float *dst, int64_t n)
 	}
 }
 
-/* ---- the packed Q8_0 and Q4_0 tile with AVX-512 VNNI (DESIGN 5) ---- */
+/* ---- the packed int8 tiles with AVX-512 VNNI (DESIGN 5) ------------ */
 
 #ifdef QUANT_AVX512_EMULATE
 #define QUANT_VNNI
@@ -710,6 +711,9 @@ quant_avx512_fill(struct quant_kernels *k, int vnni)
 	if (vnni) {
 		k->mmqp[GGML_TYPE_Q8_0] = quant_vnni_mmqp_q8_0;
 		k->mmqp[GGML_TYPE_Q4_0] = quant_vnni_mmqp_q4_0;
+		k->mmqp[GGML_TYPE_Q4_K] = quant_vnni_mmqp_q4_K;
+		k->mmqp[GGML_TYPE_Q5_K] = quant_vnni_mmqp_q5_K;
+		k->mmqp[GGML_TYPE_Q6_K] = quant_vnni_mmqp_q6_K;
 	}
 	k->dot[GGML_TYPE_F32] = quant_avx512_dot_f32_row;
 	k->dot[GGML_TYPE_F16] = quant_avx512_dot_f16;
