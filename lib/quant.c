@@ -1336,7 +1336,7 @@ quant_cpu_has_f16c(void)
 	return (ecx & bit_F16C) != 0;
 }
 
-/* AVX-512 VNNI, for the packed Q8_0 and Q4_0 tile (kernels-avx512.c) */
+/* AVX-512 VNNI, for the packed int8 tiles (kernels-avx512.c, DESIGN 5) */
 static int
 quant_cpu_has_vnni(void)
 {
