@@ -61,6 +61,17 @@ quant_emu_cvtph_ps(simde__m256i a)
 	return r;
 }
 
+/* vpdpbusd through SIMDe, out of line: the packed tiles use it in about
+ * 1800 places once unrolled, and SIMDe's body inlined in each made this
+ * file take minutes to compile */
+static __attribute__((noinline)) simde__m256i
+quant_emu_dpbusd(simde__m256i src, simde__m256i a, simde__m256i b)
+{
+	return simde_mm256_dpbusd_epi32(src, a, b);
+}
+
+#undef _mm256_dpbusd_epi32
+#define _mm256_dpbusd_epi32(s, a, b) quant_emu_dpbusd(s, a, b)
 #undef _mm512_cvtepi32_ps
 #define _mm512_cvtepi32_ps(a)	quant_emu_cvtepi32_ps(a)
 #undef _mm512_cvtepi8_epi32

@@ -1340,7 +1340,9 @@ quant_cpu_has_f16c(void)
 static int
 quant_cpu_has_vnni(void)
 {
-#ifdef QUANT_AVX512_EMULATE
+#if defined(QUANT_NO_VNNI)
+	return 0;	/* kernels-avx512.c has no VNNI tiles */
+#elif defined(QUANT_AVX512_EMULATE)
 	return 1;
 #else
 	unsigned int eax, ebx, ecx, edx;
