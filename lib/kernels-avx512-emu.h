@@ -1,9 +1,10 @@
 /*
- * kernels-avx512-emu.h: the AVX-512 intrinsics kernels-avx512.c uses that
- * SIMDe 0.7.4 (Debian 12's libsimde-dev) does not define, for the tests'
- * emulated build (kernels-avx512.c, DESIGN 4).  Each is written from its
- * definition in Intel's intrinsics guide, lane by lane; included only
- * after SIMDe's headers, so that its names replace the compiler's.
+ * kernels-avx512-emu.h: for the tests' emulated build (kernels-avx512.c,
+ * DESIGN 4), the AVX-512 intrinsics kernels-avx512.c uses that SIMDe 0.7.4
+ * (Debian 12's libsimde-dev) does not define, each written lane by lane
+ * from its definition in Intel's intrinsics guide, and SIMDe's vpdpbusd
+ * put out of line.  Included only after SIMDe's headers, so that these
+ * names replace the compiler's.
  */
 #ifndef KERNELS_AVX512_EMU_H
 #define KERNELS_AVX512_EMU_H

@@ -24,14 +24,12 @@
 
 /* Tile loops have constant trip counts once inlined; unrolled, the
  * accumulators live in registers instead of on the stack (2x faster). */
-#ifndef QUANT_UNROLL
 #define QUANT_UNROLL _Pragma("GCC unroll 8")
 /* Pins v in a register at this point of a sum: without it the compiler
  * may reassociate the integer sums into a tree that computes every
  * product first and spills them to the stack (the packed Q4_0 tile ran
  * 107 instead of 127 GOP/s on one Zen 3 core). */
 #define QUANT_KEEP(v)	__asm__("" : "+x"(v))
-#endif
 
 /* Decode (one input) prefetches this many bytes ahead of the block it
  * reads: the hardware prefetcher alone left TinyLlama Q4_0/Q8_0 decode
@@ -40,9 +38,7 @@
  * without it 2-8 sequences decoded 6-15% slower (TinyLlama Q8_0, Q4_0,
  * Q4_K_M, Mixtral shape; steps alternating between the two, 2 threads),
  * while prefetching in every tile cost prefill 5-9%. */
-#ifndef QUANT_DECODE_AHEAD
 #define QUANT_DECODE_AHEAD 2048
-#endif
 
 QUANT_MMQP_KERNEL void
 QUANT_MMQP_FN(prefetch)(const void *block, size_t bs)
@@ -62,9 +58,7 @@ QUANT_MMQP_FN(prefetch)(const void *block, size_t bs)
  * * 15 * 127 = 30480); Q8_0's pairs reach 2 * 128 * 127, so they widen to
  * 32 bits at each piece.  With VNNI every piece adds to 32 bits at once.
  */
-#ifndef QUANT_MMQP_NC
 #define QUANT_MMQP_NC	4
-#endif
 
 /* The packed tiles' outputs: lane r of acc[c] to y[c * ldy + r], r < nr. */
 QUANT_MMQP_KERNEL void
@@ -111,11 +105,13 @@ QUANT_MMQP_FN(mmqp_t)(const char *g, int nr, const struct quant_q8x *x,
 {
 	const size_t bs = q4 ? sizeof(struct block_q4_0x8) :
 	    sizeof(struct block_q8_0x8);
-	const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xf);
+	const __m256i m4 = _mm256_set1_epi8(0xf);
+#if !QUANT_MMQP_VNNI
+	const __m256i ones = _mm256_set1_epi16(1);
+#endif
 	__m256 acc[QUANT_MMQP_NC];
 	__m256i isum[QUANT_MMQP_NC];
 
-	(void)ones;
 	QUANT_UNROLL
 	for (int c = 0; c < nc; c++)
 		acc[c] = _mm256_setzero_ps();

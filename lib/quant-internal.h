@@ -355,7 +355,8 @@ const struct quant_kernels *quant_kernels(void);
 /* quant.c: the scalar table, which the SIMD fills start from. */
 void	 quant_scalar_fill(struct quant_kernels *k);
 /* kernels-avx2.c, kernels-avx512.c: overwrite the entries they speed up
- * (the AVX-512 table starts from the AVX2 one and keeps its int8 tiles). */
+ * (the AVX-512 table starts from the AVX2 one; with vnni its packed int8
+ * tiles are kernels-mmqp.h's VNNI instance). */
 void	 quant_avx2_fill(struct quant_kernels *k);
 void	 quant_avx512_fill(struct quant_kernels *k, int vnni);
 
